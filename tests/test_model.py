@@ -1,0 +1,229 @@
+"""The invariants of ARCHITECTURE.md on the network and the streaming engine (CPU, tiny sizes)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from worldmodel import load_world
+from worldmodel.config import VARIANTS, get_preset
+from worldmodel.diffusion import FlowMatching
+from worldmodel.model import WorldModel
+from worldmodel.ssm import BlockMamba2
+from worldmodel.world import World
+
+
+def randomized(variant: str, seed: int = 0, **overrides) -> WorldModel:
+    """A tiny model with every weight random: adaLN-Zero would otherwise make all blocks identities
+    and every output zero, and the invariants would hold trivially."""
+    cfg = get_preset("tiny").model.to_dict() | {"variant": variant} | overrides
+    torch.manual_seed(seed)
+    model = WorldModel(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+def clip(B=2, T=7, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(B, T, 64, 64, 3, generator=g), torch.rand(B, T, generator=g),
+            torch.randint(0, 6, (B, T), generator=g))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_streaming_equals_parallel(variant):
+    model = randomized(variant)
+    x, sigma, action = clip()
+    with torch.no_grad():
+        parallel, _ = model(x, sigma, action)
+        state, outs = None, []
+        for t in range(x.shape[1]):
+            out, state = model(x[:, t:t + 1], sigma[:, t:t + 1], action[:, t:t + 1], state)
+            outs.append(out)
+        # and in uneven chunks (what World.reset's chunked prefill does)
+        state2, chunks = None, []
+        for sl in (slice(0, 3), slice(3, 4), slice(4, 7)):
+            out, state2 = model(x[:, sl], sigma[:, sl], action[:, sl], state2)
+            chunks.append(out)
+    assert parallel.abs().mean() > 1e-2  # not trivially zero
+    torch.testing.assert_close(torch.cat(outs, 1), parallel, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.cat(chunks, 1), parallel, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_causality(variant):
+    model = randomized(variant)
+    x, sigma, action = clip(T=6)
+    t = 3
+    x2, s2, a2 = x.clone(), sigma.clone(), action.clone()
+    x2[:, t + 1:] += torch.randn_like(x2[:, t + 1:])
+    s2[:, t + 1:] = torch.rand_like(s2[:, t + 1:])
+    a2[:, t + 1:] = (a2[:, t + 1:] + 1) % 6
+    with torch.no_grad():
+        y1, _ = model(x, sigma, action)
+        y2, _ = model(x2, s2, a2)
+    torch.testing.assert_close(y1[:, :t + 1], y2[:, :t + 1], atol=1e-6, rtol=0)
+    assert (y1[:, t + 1:] - y2[:, t + 1:]).abs().max() > 1e-3  # the later frames did see the change
+
+
+@pytest.mark.parametrize("block", [(1, 1), (2, 2), (2, 4), (4, 4)])
+def test_ssm_block_independence(block):
+    torch.manual_seed(0)
+    G, T, d = 4, 5, 16
+    layer = BlockMamba2(d, block, G, d_state=8, headdim=8, chunk_size=8).eval()
+    x = torch.randn(1, T, G, G, d)
+    x2 = x.clone()
+    t, r, c = 2, 1, 2  # perturb one token
+    x2[0, t, r, c] += 1.0
+    with torch.no_grad():
+        y1, _ = layer(x)
+        y2, _ = layer(x2)
+    changed = (y1 - y2).abs().amax(dim=-1)[0] > 1e-6  # (T, G, G)
+    bh, bw = block
+    in_block = torch.zeros(G, G, dtype=torch.bool)
+    in_block[r // bh * bh:(r // bh + 1) * bh, c // bw * bw:(c // bw + 1) * bw] = True
+    assert not changed[:, ~in_block].any(), "a token outside the perturbed block changed"
+    assert not changed[:t].any(), "an earlier frame changed"
+    assert changed[t + 1:, in_block].all(), "later frames of the same block should see the change"
+
+
+def test_state_is_constant_size():
+    world = World(randomized("ours"), steps=1)
+    rng = np.random.default_rng(0)
+    world.reset(rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8), rng.integers(0, 6, 4))
+    sizes = {}
+    for n in range(1, 1001):
+        world.step(int(rng.integers(6)))
+        if n in (10, 1000):
+            sizes[n] = world.state_bytes()
+    assert sizes[10] == sizes[1000] > 0
+    assert world.frames_seen == 1004
+
+
+def test_causal_baseline_state_grows():
+    world = World(randomized("causal"), steps=1)
+    world.reset(np.zeros((2, 64, 64, 3), np.uint8), [0, 1])
+    before = world.state_bytes()
+    world.step(1)
+    assert world.state_bytes() > before
+
+
+def test_world_step_equals_parallel_forward():
+    """World.step's denoising passes see exactly what the parallel forward sees for that frame."""
+    model = randomized("ours")
+    world = World(model, steps=2, seed=3)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    actions = rng.integers(0, 6, 5)
+    world.reset(frames, actions)
+    gen_state = world.generator.get_state()
+    out = world.step(2)
+    # replay: clean context + the sampler's frame at its noise levels, all in one parallel call
+    g = torch.Generator().set_state(gen_state)
+    x = torch.randn((1, 1, 64, 64, 3), generator=g)
+    ctx = torch.from_numpy(frames).float()[None] / 127.5 - 1
+    a = torch.tensor(np.append(actions, 2))[None]
+    sched = FlowMatching().scheduler(2)
+    with torch.no_grad():
+        for t, s in zip(sched.timesteps, sched.sigmas):
+            sig = torch.cat([torch.zeros(1, 5), s.reshape(1, 1)], 1)
+            v, _ = model(torch.cat([ctx, x], 1), sig, a)
+            x = sched.step(v[:, -1:], t, x).prev_sample
+    expected = ((x[0, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_save_load_round_trip(tmp_path):
+    model = randomized("ours")
+    model.save_pretrained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "diffusion_pytorch_model.safetensors").exists()
+    frames = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    loaded = WorldModel.from_pretrained(tmp_path / "ckpt")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    outs = []
+    for source in (model, loaded):
+        world = World(source, steps=2, seed=7)
+        world.reset(frames, [0, 1, 3])
+        outs.append([world.step(a) for a in (1, 4, 5)])
+    # bitwise-equal weights; the frames may differ by one level where a value rounds at .5
+    assert np.abs(np.stack(outs[0]).astype(int) - np.stack(outs[1])).max() <= 1
+    world = load_world(tmp_path / "ckpt", device="cpu", steps=2, seed=7)
+    world.reset(frames, [0, 1, 3])
+    assert np.abs(world.step(1).astype(int) - outs[0][0]).max() <= 1
+
+
+def test_snapshot_restore_continues_identically(tmp_path):
+    world = World(randomized("ours"), steps=1, seed=1)
+    world.reset(np.zeros((3, 64, 64, 3), np.uint8), [0, 1, 1])
+    world.step(1)
+    world.save_state(tmp_path / "s.safetensors")
+    a = [world.step(x) for x in (2, 3, 1)]
+    world.load_state(tmp_path / "s.safetensors")
+    b = [world.step(x) for x in (2, 3, 1)]
+    np.testing.assert_array_equal(np.stack(a), np.stack(b))
+
+
+def test_bad_input_raises_value_error(tmp_path):
+    world = World(randomized("ours"), steps=1)
+    good = np.zeros((3, 64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match="uint8"):
+        world.reset(good.astype(np.float32), [0, 1, 2])
+    with pytest.raises(ValueError, match=r"\(T, 64, 64, 3\)"):
+        world.reset(np.zeros((3, 32, 32, 3), np.uint8), [0, 1, 2])
+    with pytest.raises(ValueError, match="context_actions"):
+        world.reset(good, [0, 1])
+    with pytest.raises(ValueError, match="0..5"):
+        world.reset(good, [0, 1, 6])
+    world.reset(good, np.eye(6, dtype=np.uint8)[[0, 1, 2]])  # one-hot rows are fine
+    for bad in (6, -1, 1.5, "w", [1, 1, 0, 0, 0, 0]):
+        with pytest.raises(ValueError, match="action"):
+            world.step(bad)
+    world.step(np.eye(6, dtype=int)[5])
+    # a snapshot of another model
+    other = World(randomized("mamba2"), steps=1)
+    other.reset(good, [0, 1, 2])
+    with pytest.raises(ValueError, match="does not match"):
+        world.restore(other.snapshot())
+    (tmp_path / "junk.safetensors").write_bytes(b"not a snapshot")
+    with pytest.raises(ValueError, match="not a readable world snapshot"):
+        world.load_state(tmp_path / "junk.safetensors")
+    # a checkpoint whose config does not match its weights
+    randomized("ours").save_pretrained(tmp_path / "ckpt")
+    cfg = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    cfg["config"]["d_model"] = 48
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="matching worldmodel checkpoint"):
+        load_world(tmp_path / "ckpt")
+    with pytest.raises(ValueError, match="preset"):
+        load_world("no-such-preset")
+    with pytest.raises(ValueError, match="known presets"):
+        get_preset("no-such-preset")
+
+
+def test_tiny_loss_falls_on_moving_pattern():
+    """A moving sinusoid whose speed is set by the action: learnable in a few hundred tiny steps."""
+    torch.manual_seed(0)
+    model = WorldModel(get_preset("tiny").model.to_dict())
+    flow = FlowMatching()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+
+    def batch(g):
+        a = torch.randint(0, 6, (4, 8), generator=g)
+        phase = torch.cumsum(a.float() * 3, dim=1) + torch.rand(4, 1, generator=g) * 64
+        img = torch.sin((xx[None, None] + phase[..., None, None]) / 5) * 0.5 + 0.3 * torch.cos(yy / 7)
+        return torch.stack([img, -img, img * 0.5], dim=-1), a
+
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for step in range(200):
+        x, a = batch(g)
+        loss = flow.loss(model, x, a, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-20:]) < 0.85 * np.mean(losses[:10])

@@ -1,0 +1,36 @@
+"""`worldmodel`: the command line of the world model (see `worldmodel COMMAND --help`)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, its add-arguments function, its run function, one-line help)
+COMMANDS = {
+    "generate-data": ("worldmodel.data.generate", "add_arguments", "run",
+                      "generate Memory Maze episodes from the real environment"),
+    "train": ("worldmodel.train", "add_arguments", "run", "train a world model with accelerate (CPU, one GPU or several)"),
+    "export": ("worldmodel.train", "add_export_arguments", "run_export",
+               "copy a training run's EMA weights into a shippable checkpoint folder"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="worldmodel", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, add_fn, run_fn, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_run=(module, run_fn))
+        getattr(importlib.import_module(module), add_fn)(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module, run_fn = args._run
+    return getattr(importlib.import_module(module), run_fn)(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

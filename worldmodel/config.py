@@ -1,0 +1,154 @@
+"""Configs and the registry of named presets.
+
+A preset is a complete ``ModelConfig`` plus the training recipe that goes with it. ``get_preset``
+is the one door in: an unknown name is an error that lists the known ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+VARIANTS = ("ours", "mamba2", "mamba2_local", "causal", "causal_window")
+NUM_ACTIONS = 6  # Memory Maze: noop, forward, left, right, forward+left, forward+right
+
+
+@dataclass
+class ModelConfig:
+    variant: str = "ours"
+    frame_size: int = 64  # H = W of the frames (or latents) the network sees
+    in_channels: int = 3
+    patch_size: int = 8  # token grid = (frame_size / patch_size)^2
+    d_model: int = 256
+    n_layers: int = 8
+    n_heads: int = 4  # attention heads
+    mlp_ratio: float = 4.0
+    # Block sizes (b_h, b_w) of the SSM scan, cycled over layers. The paper mixes small and large.
+    block_sizes: list = field(default_factory=lambda: [[2, 2], [4, 4], [2, 2], [8, 8]])
+    attn_window: int = 10  # frame-local attention: previous k frames (plus the frame itself)
+    # Mamba2 / SSD
+    d_state: int = 32
+    expand: int = 2
+    headdim: int = 64
+    d_conv: int = 4
+    chunk_size: int = 64
+    # Conditioning
+    num_actions: int = NUM_ACTIONS
+    action_dim: int = 0  # >0: continuous action vector through a small MLP instead of the embedding
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; expected one of {VARIANTS}")
+        if self.frame_size % self.patch_size:
+            raise ValueError(f"frame_size {self.frame_size} is not a multiple of patch_size {self.patch_size}")
+        g = self.grid
+        for bh, bw in self.block_sizes:
+            if g % bh or g % bw:
+                raise ValueError(f"block size ({bh},{bw}) does not tile the {g}x{g} token grid")
+        if self.d_model % self.n_heads:
+            raise ValueError("d_model must be a multiple of n_heads")
+        if (self.expand * self.d_model) % self.headdim:
+            raise ValueError("expand * d_model must be a multiple of headdim")
+
+    @property
+    def grid(self) -> int:
+        return self.frame_size // self.patch_size
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def has_ssm(self) -> bool:
+        return self.variant in ("ours", "mamba2", "mamba2_local")
+
+    @property
+    def has_attention(self) -> bool:
+        return self.variant != "mamba2"
+
+    def layer_block_size(self, layer: int) -> tuple[int, int]:
+        """(b_h, b_w) of layer's SSM scan: per-layer sizes for ours, the whole frame otherwise."""
+        if self.variant == "ours":
+            bh, bw = self.block_sizes[layer % len(self.block_sizes)]
+            return int(bh), int(bw)
+        return self.grid, self.grid
+
+    @property
+    def window(self) -> int | None:
+        """Frames of history each attention query sees; None = all (full causal attention)."""
+        return None if self.variant == "causal" else self.attn_window
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainConfig:
+    clip_len: int = 32
+    batch_size: int = 8
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    max_steps: int = 5000
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    ema_decay: float = 0.999
+    prefix_prob: float = 0.5  # long-context training: clean prefix half of the time
+    # Curriculum: [[step, clip_len], ...] -- clip length switches at those steps.
+    curriculum: list = field(default_factory=list)
+    val_every: int = 250
+    ckpt_every: int = 250
+    sample_every: int = 1000
+    sampling_steps: int = 4
+
+    def clip_len_at(self, step: int) -> int:
+        length = self.clip_len
+        for at, clip in self.curriculum:
+            if step >= at:
+                length = clip
+        return length
+
+
+@dataclass
+class Preset:
+    model: ModelConfig
+    train: TrainConfig
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        ModelConfig(patch_size=8, d_model=32, n_layers=2, n_heads=2, block_sizes=[[2, 2], [4, 4]],
+                    attn_window=2, d_state=8, headdim=16, chunk_size=16),
+        TrainConfig(clip_len=8, batch_size=2, warmup_steps=5, max_steps=50, ema_decay=0.9),
+        "tests only: 64 tokens/frame, ~85K params, seconds on a CPU",
+    ),
+    "cpu": Preset(
+        ModelConfig(d_model=128, n_layers=6, n_heads=4, block_sizes=[[2, 2], [4, 4], [2, 2], [8, 8], [4, 4], [8, 8]],
+                    attn_window=10, d_state=32, headdim=32, chunk_size=64),
+        TrainConfig(clip_len=32, batch_size=4, lr=1e-3, warmup_steps=100, max_steps=2000,
+                    ema_decay=0.995, val_every=200, ckpt_every=100, sample_every=500),
+        "Memory Maze 64x64 in pixel space (2.9M params), trains on a 2-core CPU in about two hours",
+    ),
+    "gpu": Preset(
+        ModelConfig(d_model=384, n_layers=12, n_heads=6, attn_window=10, d_state=64, headdim=64, chunk_size=64,
+                    block_sizes=[[2, 2], [4, 4], [2, 2], [8, 8]]),
+        TrainConfig(clip_len=64, batch_size=32, lr=4e-4, warmup_steps=500, max_steps=8000,
+                    curriculum=[[5000, 128]], ema_decay=0.999),
+        "Memory Maze 64x64, about 25 minutes on one H100/H200",
+    ),
+    "paper": Preset(
+        ModelConfig(d_model=1024, n_layers=16, n_heads=16, patch_size=4, attn_window=10, d_state=128,
+                    headdim=64, chunk_size=256, block_sizes=[[2, 2], [4, 4], [8, 8], [16, 16]]),
+        TrainConfig(clip_len=400, batch_size=32, lr=1e-4, warmup_steps=2000, max_steps=400_000,
+                    curriculum=[[150_000, 800]]),
+        "~200M parameters as in the paper; 400- then 800-frame clips; needs many GPUs",
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    p = PRESETS[name]
+    return Preset(dataclasses.replace(p.model), dataclasses.replace(p.train), p.description)

@@ -1,0 +1,149 @@
+"""The world model network, top to bottom in one file (DiT / nanoGPT style).
+
+frames (B, T, H, W, C) -> patches -> tokens (B, T, G, G, d), laid out space-major / time-minor
+(all tokens of frame t before those of frame t+1), so everything is causal in time.
+Each layer is an AdaLN block [block-wise SSM -> frame-local attention -> MLP], modulated by one
+conditioning vector per frame: the embedding of that frame's noise level plus its action.
+The output is the flow-matching velocity for every frame.
+
+The paper's baselines are switches of this same code (``ModelConfig.variant``):
+  ours          block-wise SSM (block size per layer) + frame-local attention over k frames
+  mamba2        frame-wise SSM (one block = the whole frame), no attention
+  mamba2_local  frame-wise SSM + frame-local attention
+  causal        attention over all earlier frames, no SSM (quadratic; the cache grows)
+  causal_window attention over the last `attn_window` frames, no SSM
+
+``forward`` takes an optional recurrent ``state`` and returns the state after its frames, so the
+same function trains on whole clips (state=None) and streams one frame at a time (T=1).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+
+from .attention import FrameLocalAttention
+from .config import ModelConfig
+from .ssm import BlockMamba2
+
+
+def modulate(x, shift, scale):
+    return x * (1 + scale) + shift
+
+
+class Mlp(nn.Sequential):
+    def __init__(self, d: int, ratio: float):
+        hidden = int(d * ratio)
+        super().__init__(nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d))
+
+
+class Block(nn.Module):
+    """One layer: each present sub-layer is x + gate * f(modulate(norm(x), shift, scale))."""
+
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        d = cfg.d_model
+        self.ssm = BlockMamba2(d, cfg.layer_block_size(layer), cfg.grid, cfg.d_state, cfg.expand, cfg.headdim,
+                               cfg.d_conv, cfg.chunk_size) if cfg.has_ssm else None
+        self.attn = FrameLocalAttention(d, cfg.n_heads, cfg.window) if cfg.has_attention else None
+        self.mlp = Mlp(d, cfg.mlp_ratio)
+        self.n_sub = 1 + (self.ssm is not None) + (self.attn is not None)
+        self.norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 3 * self.n_sub * d))
+        nn.init.zeros_(self.ada[1].weight)  # adaLN-Zero: every block starts as the identity
+        nn.init.zeros_(self.ada[1].bias)
+
+    def init_state(self, batch: int, tokens: int, device, dtype) -> dict:
+        state = {}
+        if self.ssm is not None:
+            state["ssm"] = self.ssm.init_state(batch, device, dtype)
+        if self.attn is not None:
+            state["attn"] = self.attn.init_state(batch, tokens, device, dtype)
+        return state
+
+    def forward(self, x, c, state):
+        B, T, G, _, d = x.shape
+        mods = self.ada(c)[:, :, None, None, :].chunk(3 * self.n_sub, dim=-1)
+        new_state, i = {}, 0
+        if self.ssm is not None:
+            shift, scale, gate = mods[i:i + 3]
+            i += 3
+            h, new_state["ssm"] = self.ssm(modulate(self.norm(x), shift, scale), state.get("ssm"))
+            x = x + gate * h
+        if self.attn is not None:
+            shift, scale, gate = mods[i:i + 3]
+            i += 3
+            h = modulate(self.norm(x), shift, scale).reshape(B, T, G * G, d)
+            h, new_state["attn"] = self.attn(h, state.get("attn"))
+            x = x + gate * h.reshape(B, T, G, G, d)
+        shift, scale, gate = mods[i:i + 3]
+        x = x + gate * self.mlp(modulate(self.norm(x), shift, scale))
+        return x, new_state
+
+
+class WorldModel(ModelMixin, ConfigMixin):
+    """Action-conditioned video diffusion network with block-wise SSM memory.
+
+    Saved with diffusers' ``save_pretrained`` as config.json + safetensors.
+    """
+
+    @register_to_config
+    def __init__(self, config: dict | None = None):
+        super().__init__()
+        cfg = self.cfg = ModelConfig(**(config or {}))
+        d, p = cfg.d_model, cfg.patch_size
+        self.patch_embed = nn.Linear(p * p * cfg.in_channels, d)
+        self.pos_embed = nn.Parameter(torch.randn(cfg.tokens_per_frame, d) * 0.02)
+        self.sigma_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.sigma_embed = TimestepEmbedding(256, d)
+        if cfg.action_dim > 0:
+            self.action_embed = nn.Sequential(nn.Linear(cfg.action_dim, d), nn.SiLU(), nn.Linear(d, d))
+        else:
+            self.action_embed = nn.Embedding(cfg.num_actions, d)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
+        self.out = nn.Linear(d, p * p * cfg.in_channels)
+        for m in (self.final_ada[1], self.out):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    # -- state -------------------------------------------------------------------------------
+    def init_state(self, batch: int, device=None, dtype=torch.float32) -> dict:
+        """The recurrent state before any frame: per layer, SSM state per block and an empty KV window."""
+        return {str(i): blk.init_state(batch, self.cfg.tokens_per_frame, device, dtype) for i, blk in enumerate(self.blocks)}
+
+    # -- patches -----------------------------------------------------------------------------
+    def patchify(self, x):
+        B, T, H, W, C = x.shape
+        p, G = self.cfg.patch_size, self.cfg.grid
+        return x.reshape(B, T, G, p, G, p, C).permute(0, 1, 2, 4, 3, 5, 6).reshape(B, T, G, G, p * p * C)
+
+    def unpatchify(self, x):
+        B, T = x.shape[:2]
+        p, G, C = self.cfg.patch_size, self.cfg.grid, self.cfg.in_channels
+        return x.reshape(B, T, G, G, p, p, C).permute(0, 1, 2, 4, 3, 5, 6).reshape(B, T, G * p, G * p, C)
+
+    def condition(self, sigma, action):
+        """One vector per frame from its noise level in [0, 1] and its action."""
+        B, T = sigma.shape
+        c = self.sigma_embed(self.sigma_proj(sigma.reshape(-1) * 1000).to(self.pos_embed.dtype)).reshape(B, T, -1)
+        return c + self.action_embed(action)
+
+    def forward(self, x, sigma, action, state: dict | None = None):
+        """x: (B, T, H, W, C) noisy frames; sigma: (B, T) their noise levels; action: (B, T) ints
+        (or (B, T, action_dim) floats); state: from ``init_state`` or a previous call, None = fresh.
+        Returns the predicted velocity (B, T, H, W, C) and the state after these T frames."""
+        B, T = x.shape[:2]
+        h = self.patch_embed(self.patchify(x)) + self.pos_embed.reshape(1, 1, self.cfg.grid, self.cfg.grid, -1)
+        c = self.condition(sigma, action)
+        state = state or {}
+        new_state = {}
+        for i, blk in enumerate(self.blocks):
+            h, new_state[str(i)] = blk(h, c, state.get(str(i), {}))
+        shift, scale = self.final_ada(c)[:, :, None, None, :].chunk(2, dim=-1)
+        out = self.out(modulate(self.final_norm(h), shift, scale))
+        return self.unpatchify(out), new_state

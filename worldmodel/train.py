@@ -1,0 +1,287 @@
+"""`worldmodel train`: one training loop for CPU, one GPU and many (Hugging Face accelerate).
+
+Batches and noise are drawn from generators seeded by (seed, step, micro-step, rank), never
+from a running RNG, so `--resume` continues exactly where a run stopped. Checkpoints are written
+to a temporary folder and renamed into place, so an interruption never leaves a half-written one.
+
+Run folder layout:
+    metrics.jsonl            one line per logged step (loss, lr, clip_len, it/s, val_loss ...)
+    checkpoint/model/        raw weights   (config.json + safetensors, diffusers format)
+    checkpoint/ema/          EMA weights   (what `load_world` should be given)
+    checkpoint/*.pt          optimizer, scheduler and EMA state (tensors only: weights_only loads)
+    checkpoint/trainer_state.json
+    samples/step_XXXXXX.mp4  ground truth | generated, every --sample-every steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from .config import PRESETS, VARIANTS, get_preset
+from .diffusion import FlowMatching
+from .model import WorldModel
+from .world import frames_to_model
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.default_rng(list(parts)).integers(2**62))
+
+
+def make_batch(dataset, batch_size: int, seed: int, step: int, micro: int, rank: int, device):
+    """A deterministic batch: clip indices drawn from (seed, step, micro, rank)."""
+    rng = np.random.default_rng([seed, step, micro, rank])
+    items = [dataset[int(i)] for i in rng.integers(len(dataset), size=batch_size)]
+    frames = torch.stack([it["frames"] for it in items]).to(device)
+    actions = torch.stack([it["actions"] for it in items]).to(device)
+    return frames_to_model(frames), actions
+
+
+def _clip_dataset(root, clip_len: int, seed: int):
+    from .data.dataset import ClipDataset
+
+    return ClipDataset(root, clip_len, seed=seed, samples_per_epoch=10**9, skip_corrupt=True)
+
+
+def _atomic_checkpoint(out: Path, model, ema, optimizer, scheduler, state: dict) -> None:
+    tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp / "model")
+    ema.store(model.parameters())
+    ema.copy_to(model.parameters())
+    model.save_pretrained(tmp / "ema")
+    ema.restore(model.parameters())
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save(ema.state_dict(), tmp / "ema_state.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _find_checkpoint(out: Path) -> Path | None:
+    for name in ("checkpoint", "checkpoint.old"):  # .old survives a crash between the two renames
+        if (out / name / "trainer_state.json").exists():
+            return out / name
+    return None
+
+
+@torch.no_grad()
+def validation_loss(model, flow: FlowMatching, dataset, batches: int, batch_size: int, device, autocast) -> float:
+    """Loss on fixed clips with fixed noise: comparable from one evaluation to the next."""
+    model.eval()
+    total = 0.0
+    for i in range(batches):
+        x, a = make_batch(dataset, batch_size, 12345, i, 0, 0, device)
+        gen = torch.Generator(device).manual_seed(i)
+        with autocast():
+            total += flow.loss(model, x, a, generator=gen).item()
+    model.train()
+    return total / batches
+
+
+def save_sample(path: Path, model, episode_dir, context: int = 16, horizon: int = 16, steps: int = 4) -> None:
+    from .evaluate import rollout_episode, write_video
+    from .world import World
+    from .data.episodes import load_episode, actions_to_index
+
+    files = sorted(Path(episode_dir).glob("*.npz"))
+    if not files:
+        return
+    ep = load_episode(files[0], keys=("image", "action"))
+    world = World(model, steps=steps, device=next(model.parameters()).device)
+    gen = rollout_episode(world, ep["image"], actions_to_index(ep["action"]), context, horizon)
+    write_video(path, [ep["image"][context:context + horizon], gen], fps=8)
+
+
+def train(args: argparse.Namespace) -> Path:
+    preset = get_preset(args.preset)
+    mcfg, tcfg = preset.model, preset.train
+    if args.variant:
+        mcfg.variant = args.variant
+        mcfg.__post_init__()
+    for name in ("batch_size", "max_steps", "lr", "clip_len", "grad_accum", "val_every", "ckpt_every", "sample_every"):
+        if getattr(args, name, None) is not None:
+            setattr(tcfg, name, getattr(args, name))
+    if args.clip_len is not None:
+        tcfg.curriculum = [c for c in tcfg.curriculum if c[1] <= args.clip_len]
+
+    accelerator = Accelerator(mixed_precision=args.precision, gradient_accumulation_steps=tcfg.grad_accum,
+                              cpu=args.cpu, log_with="tensorboard" if importlib.util.find_spec("tensorboard") else None,
+                              project_dir=args.out)
+    if accelerator.device.type == "cpu":  # share the cores between processes instead of oversubscribing them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    main = accelerator.is_main_process
+
+    model = WorldModel(mcfg.to_dict())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(0.9, 0.99), weight_decay=tcfg.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, tcfg.warmup_steps, tcfg.max_steps)
+    ema = EMAModel(model.parameters(), decay=tcfg.ema_decay, use_ema_warmup=True, power=3 / 4)
+    step = 0
+    ckpt = _find_checkpoint(out) if args.resume else None
+    if ckpt is not None:
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        if state["model_config"] != mcfg.to_dict():
+            raise ValueError(f"{ckpt} was trained with another model config; use a new --out or the same preset")
+        model.load_state_dict(WorldModel.from_pretrained(ckpt / "model").state_dict())
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+        ema.load_state_dict(torch.load(ckpt / "ema_state.pt", weights_only=True))
+        step = state["step"]
+        if main:
+            print(f"resumed from {ckpt} at step {step}")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw = accelerator.unwrap_model(model)
+    ema.to(accelerator.device)
+    if accelerator.trackers:
+        accelerator.init_trackers("worldmodel")
+
+    flow = FlowMatching(prefix_prob=tcfg.prefix_prob)
+    val_set = _clip_dataset(args.val_data, tcfg.clip_len, seed=1) if args.val_data else None
+    n_params = sum(p.numel() for p in raw.parameters())
+    if main:
+        print(f"{args.preset}/{mcfg.variant}: {n_params / 1e6:.2f}M params, {accelerator.num_processes} process(es) "
+              f"on {accelerator.device}, precision {args.precision}, batch {tcfg.batch_size} x {tcfg.grad_accum} accum "
+              f"x {accelerator.num_processes} procs")
+        (out / "run_config.json").write_text(json.dumps(
+            {"preset": args.preset, "model_config": mcfg.to_dict(), "train_config": tcfg.__dict__, "args": vars(args),
+             "params": n_params, "processes": accelerator.num_processes, "device": str(accelerator.device)}, indent=2, default=str))
+
+    dataset, clip_len = None, None
+    t_start, deadline = time.time(), (time.time() + args.max_minutes * 60 if args.max_minutes else math.inf)
+    bar = tqdm(total=tcfg.max_steps, initial=step, disable=not main, dynamic_ncols=True, desc="train")
+    metrics = open(out / "metrics.jsonl", "a") if main else None
+    last_log, last_t = step, time.time()
+
+    def checkpoint():
+        accelerator.wait_for_everyone()
+        if main:
+            _atomic_checkpoint(out, raw, ema, optimizer, scheduler, {
+                "step": step, "preset": args.preset, "model_config": mcfg.to_dict(),
+                "wall_seconds": time.time() - t_start, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+    while step < tcfg.max_steps:
+        if tcfg.clip_len_at(step) != clip_len:
+            clip_len = tcfg.clip_len_at(step)
+            dataset = _clip_dataset(args.data, clip_len, seed=args.seed)
+        model.train()
+        for micro in range(tcfg.grad_accum):
+            x, a = make_batch(dataset, tcfg.batch_size, args.seed, step, micro, accelerator.process_index, accelerator.device)
+            gen = torch.Generator(accelerator.device).manual_seed(_seed(args.seed, step, micro, accelerator.process_index))
+            with accelerator.accumulate(model), accelerator.autocast():
+                loss = flow.loss(model, x, a, generator=gen)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        ema.step(raw.parameters())
+        step += 1
+        bar.update(1)
+        loss_v = accelerator.reduce(loss.detach(), reduction="mean").item()
+        bar.set_postfix(loss=f"{loss_v:.4f}", clip=clip_len)
+        record = None
+        if step % args.log_every == 0 or step == tcfg.max_steps:
+            now = time.time()
+            record = {"step": step, "loss": loss_v, "grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0],
+                      "clip_len": clip_len, "it_s": (step - last_log) / (now - last_t), "elapsed_s": now - t_start}
+            last_log, last_t = step, now
+        if val_set is not None and (step % tcfg.val_every == 0 or step == tcfg.max_steps):
+            ema.store(raw.parameters())
+            ema.copy_to(raw.parameters())
+            val = validation_loss(raw, flow, val_set, args.val_batches, tcfg.batch_size, accelerator.device, accelerator.autocast)
+            ema.restore(raw.parameters())
+            record = (record or {"step": step}) | {"val_loss": val}
+            bar.write(f"step {step}: val loss (EMA) {val:.4f}")
+        if record and main:
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+            accelerator.log(record, step=step)
+        if step % tcfg.ckpt_every == 0 or step == tcfg.max_steps or time.time() > deadline:
+            checkpoint()
+        if main and args.val_data and tcfg.sample_every and step % tcfg.sample_every == 0:
+            sample_model = copy.deepcopy(raw)
+            ema.copy_to(sample_model.parameters())
+            save_sample(out / "samples" / f"step_{step:06d}.mp4", sample_model, args.val_data)
+        if time.time() > deadline:
+            if main:
+                bar.write(f"stopping at step {step}: --max-minutes {args.max_minutes} reached (checkpoint saved)")
+            break
+    bar.close()
+    if metrics:
+        metrics.close()
+    accelerator.end_training()
+    return out / "checkpoint"
+
+
+def export(run: str | Path, dest: str | Path) -> Path:
+    """Copy a run's EMA weights into a shippable checkpoint folder (config.json + safetensors)."""
+    ckpt = _find_checkpoint(Path(run))
+    if ckpt is None:
+        raise ValueError(f"{run} holds no checkpoint")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in (ckpt / "ema").iterdir():
+        shutil.copy2(f, dest / f.name)
+    shutil.copy2(ckpt / "trainer_state.json", dest / "trainer_state.json")
+    return dest
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--preset", default="cpu", help=f"model + recipe preset: {', '.join(PRESETS)} (default: cpu)")
+    p.add_argument("--variant", choices=VARIANTS, help="override the preset's architecture (baselines)")
+    p.add_argument("--data", required=True, help="folder of training episodes (.npz)")
+    p.add_argument("--val-data", help="folder of held-out episodes for validation loss and sample videos")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, samples)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--max-steps", type=int, help="override the preset's number of optimizer steps")
+    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    p.add_argument("--batch-size", type=int, help="clips per process per micro-step")
+    p.add_argument("--grad-accum", type=int, help="micro-steps per optimizer step")
+    p.add_argument("--clip-len", type=int, help="frames per clip (drops longer curriculum stages)")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--precision", choices=("no", "bf16", "fp16"), default="bf16", help="autocast dtype (default bf16)")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--val-every", type=int, help="validation every N steps")
+    p.add_argument("--val-batches", type=int, default=4)
+    p.add_argument("--ckpt-every", type=int, help="checkpoint every N steps")
+    p.add_argument("--sample-every", type=int, help="sample video every N steps (0 = never)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    train(args)
+    return 0
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("run", help="training run folder (holds checkpoint/)")
+    p.add_argument("dest", help="checkpoint folder to write, e.g. checkpoints/maze9x9")
+    return p
+
+
+def run_export(args: argparse.Namespace) -> int:
+    print(f"exported EMA weights to {export(args.run, args.dest)}")
+    return 0

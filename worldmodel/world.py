@@ -1,0 +1,233 @@
+"""`World`: the one sampling loop of the project. The app, rollouts and evaluation all use it.
+
+    world = load_world("checkpoints/<name>")            # or a preset name, or None = shipped model
+    frame = world.reset(context_frames, context_actions) # uint8 (T,H,W,3), (T,) -> uint8 (H,W,3)
+    frame = world.step(action)                          # one new frame
+    snap = world.snapshot(); world.restore(snap)
+
+Actions follow the Memory Maze dataset: context_actions[t] led to context_frames[t] (index 0 is
+ignored) and step(a) takes action a from the newest frame. The state is the network's recurrent
+state -- per layer one SSM state per spatial block and a KV cache of the last k frames -- so
+time and memory per frame do not depend on how long the game has run (except for the `causal`
+baseline, whose cache keeps every frame by design).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import NUM_ACTIONS, PRESETS, get_preset
+from .diffusion import FlowMatching
+from .model import WorldModel
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINTS = REPO_ROOT / "checkpoints"
+DEFAULT_CHECKPOINT = CHECKPOINTS / "maze9x9"
+ACTION_NAMES = ("noop", "forward", "left", "right", "forward+left", "forward+right")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def frames_to_model(frames: torch.Tensor) -> torch.Tensor:
+    return frames.float() / 127.5 - 1.0
+
+
+def frames_from_model(x: torch.Tensor) -> torch.Tensor:
+    return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def action_index(action) -> int:
+    """An action as an int 0..5 or a one-hot row of 6; anything else is a ValueError."""
+    a = np.asarray(action)
+    if a.ndim == 0 and np.issubdtype(a.dtype, np.integer):
+        if not 0 <= int(a) < NUM_ACTIONS:
+            raise ValueError(f"action {int(a)} is out of range: expected an int in 0..{NUM_ACTIONS - 1} ({', '.join(ACTION_NAMES)})")
+        return int(a)
+    if a.shape == (NUM_ACTIONS,) and np.isin(a, (0, 1)).all() and a.sum() <= 1:
+        return int(a.argmax()) if a.sum() else 0
+    raise ValueError(f"expected an action as an int in 0..{NUM_ACTIONS - 1} or a one-hot row of {NUM_ACTIONS}, got {action!r}")
+
+
+def action_indices(actions, length: int) -> np.ndarray:
+    a = np.asarray(actions)
+    if a.ndim == 2 and a.shape[1] == NUM_ACTIONS:
+        return np.array([action_index(row) for row in a], dtype=np.int64)
+    if a.ndim == 1 and np.issubdtype(a.dtype, np.integer) and len(a) == length:
+        bad = (a < 0) | (a >= NUM_ACTIONS)
+        if bad.any():
+            raise ValueError(f"context action {int(a[bad][0])} is out of range: expected ints in 0..{NUM_ACTIONS - 1}")
+        return a.astype(np.int64)
+    raise ValueError(f"expected context_actions of shape ({length},) ints or ({length}, {NUM_ACTIONS}) one-hot, "
+                     f"got shape {a.shape} dtype {a.dtype}")
+
+
+def _flatten(state: dict, prefix: str = "state") -> dict:
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}.{k}"))
+        else:
+            out[f"{prefix}.{k}"] = v
+    return out
+
+
+def _unflatten(flat: dict, prefix: str = "state") -> dict:
+    out: dict = {}
+    for key, v in flat.items():
+        if not key.startswith(prefix + "."):
+            continue
+        node = out
+        *path, leaf = key[len(prefix) + 1:].split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return out
+
+
+class World:
+    """A running world: the model, its recurrent state and the sampler."""
+
+    def __init__(self, model: WorldModel, steps: int = 4, device: str | torch.device = "cpu", seed: int = 0,
+                 prefill_chunk: int = 64):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.cfg = model.cfg
+        self.steps, self.prefill_chunk = steps, prefill_chunk
+        self.flow = FlowMatching()
+        self.scheduler = self.flow.scheduler(steps, self.device)
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+        self._state: dict | None = None
+        self._last: np.ndarray | None = None
+        self.frames_seen = 0
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        return (self.cfg.frame_size, self.cfg.frame_size, self.cfg.in_channels)
+
+    # -- the loop ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def reset(self, context_frames, context_actions) -> np.ndarray:
+        """Start from T real frames and the actions that led to them; returns the newest frame."""
+        frames = np.asarray(context_frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != self.frame_shape or len(frames) == 0:
+            raise ValueError(f"expected context_frames as uint8 of shape (T, {', '.join(map(str, self.frame_shape))}) "
+                             f"with T >= 1, got {frames.dtype} {frames.shape}")
+        actions = torch.from_numpy(action_indices(context_actions, len(frames))).to(self.device)[None]
+        x = frames_to_model(torch.from_numpy(frames).to(self.device))[None]
+        state = self.model.init_state(1, self.device)
+        for t in range(0, len(frames), self.prefill_chunk):  # chunked prefill: bounded memory
+            sl = slice(t, t + self.prefill_chunk)
+            sigma = torch.zeros(1, x[:, sl].shape[1], device=self.device)
+            _, state = self.model(x[:, sl], sigma, actions[:, sl], state)
+        self._state, self._last, self.frames_seen = state, frames[-1].copy(), len(frames)
+        return self._last.copy()
+
+    @torch.no_grad()
+    def step(self, action) -> np.ndarray:
+        """Take `action` from the newest frame; returns the frame it leads to."""
+        if self._state is None:
+            raise RuntimeError("call reset(context_frames, context_actions) before step()")
+        a = torch.tensor([[action_index(action)]], device=self.device)
+        x = torch.randn((1, 1, *self.frame_shape), device=self.device, generator=self.generator)
+        self.scheduler.set_timesteps(sigmas=self.scheduler_sigmas, device=self.device)  # restarts its step index
+        for t, s in zip(self.scheduler.timesteps, self.scheduler.sigmas):
+            v, _ = self.model(x, s.reshape(1, 1), a, self._state)
+            x = self.scheduler.step(v, t, x).prev_sample
+        _, self._state = self.model(x, torch.zeros(1, 1, device=self.device), a, self._state)  # commit the frame
+        self._last = frames_from_model(x[0, 0]).cpu().numpy()
+        self.frames_seen += 1
+        return self._last.copy()
+
+    @property
+    def scheduler_sigmas(self) -> list[float]:
+        return torch.linspace(1.0, 0.0, self.steps + 1)[:-1].tolist()
+
+    # -- save / load a game in progress --------------------------------------------------------
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """Everything needed to continue this game, as a flat dict of tensors (safetensors-ready)."""
+        if self._state is None:
+            raise RuntimeError("nothing to snapshot: call reset() first")
+        snap = {k: v.detach().clone().contiguous() for k, v in _flatten(self._state).items()}
+        snap["meta.frames_seen"] = torch.tensor(self.frames_seen)
+        snap["meta.last_frame"] = torch.from_numpy(self._last.copy())
+        snap["meta.rng"] = self.generator.get_state()
+        return snap
+
+    def restore(self, snap: dict[str, torch.Tensor]) -> None:
+        """Continue from `snapshot()`; a snapshot of another model is a ValueError and changes nothing."""
+        expected = _flatten(self.model.init_state(1, self.device))
+        for key, ref in expected.items():
+            got = snap.get(key)
+            if got is None:
+                raise ValueError(f"snapshot does not match this model: missing {key}")
+            # The full-attention baseline's cache grows along dim 2; everything else must match exactly.
+            same = got.dim() == ref.dim() and all(g == r or (self.cfg.window is None and i == 2 and ".attn." in key)
+                                                  for i, (g, r) in enumerate(zip(got.shape, ref.shape)))
+            if not same or got.dtype != ref.dtype:
+                raise ValueError(f"snapshot does not match this model: {key} is {tuple(got.shape)} {got.dtype}, "
+                                 f"expected {tuple(ref.shape)} {ref.dtype}")
+        extra = set(k for k in snap if k.startswith("state.")) - set(expected)
+        if extra:
+            raise ValueError(f"snapshot does not match this model: unexpected {sorted(extra)[:3]}")
+        last = snap.get("meta.last_frame")
+        if last is None or tuple(last.shape) != self.frame_shape or last.dtype != torch.uint8:
+            raise ValueError(f"snapshot does not match this model: meta.last_frame must be uint8 {self.frame_shape}")
+        self._state = _unflatten({k: v.to(self.device) for k, v in snap.items()})
+        self._last = last.cpu().numpy().copy()
+        self.frames_seen = int(snap["meta.frames_seen"])
+        if "meta.rng" in snap:
+            self.generator.set_state(snap["meta.rng"].cpu())
+
+    def save_state(self, path: str | Path) -> None:
+        save_file(self.snapshot(), str(path), metadata={"format": "worldmodel-snapshot", "model": json.dumps(self.cfg.to_dict())})
+
+    def load_state(self, path: str | Path) -> None:
+        try:
+            snap = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ValueError(f"{path} is not a readable world snapshot (safetensors): {e}") from e
+        self.restore(snap)
+
+    def state_bytes(self) -> int:
+        """Bytes of recurrent state this world holds (constant in history for the memory variants)."""
+        return sum(t.numel() * t.element_size() for t in _flatten(self._state or {}).values())
+
+    @property
+    def last_frame(self) -> np.ndarray | None:
+        return None if self._last is None else self._last.copy()
+
+
+def load_model(path_or_preset: str | Path | None = None) -> WorldModel:
+    """A trained WorldModel from a checkpoint folder, or a freshly initialised one from a preset name."""
+    if path_or_preset is None:
+        path_or_preset = DEFAULT_CHECKPOINT
+        if not (Path(path_or_preset) / "config.json").exists():
+            raise ValueError(f"the shipped checkpoint {path_or_preset} is missing; pass a checkpoint folder or a preset "
+                             f"name ({', '.join(PRESETS)})")
+    path = Path(path_or_preset)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ValueError(f"{path} is not a worldmodel checkpoint: expected config.json and "
+                             "diffusion_pytorch_model.safetensors in it")
+        try:
+            return WorldModel.from_pretrained(str(path))
+        except (TypeError, ValueError, RuntimeError, OSError, KeyError) as e:
+            raise ValueError(f"{path} does not hold a matching worldmodel checkpoint: {e}") from e
+    if str(path_or_preset) in PRESETS:
+        return WorldModel(get_preset(str(path_or_preset)).model.to_dict())
+    raise ValueError(f"{path_or_preset!r} is neither a checkpoint folder nor a preset name ({', '.join(PRESETS)})")
+
+
+def load_world(path_or_preset: str | Path | None = None, device: str = "auto", steps: int = 4, seed: int = 0) -> World:
+    """A `World` over a checkpoint folder (default: the shipped one) or an untrained preset."""
+    return World(load_model(path_or_preset), steps=steps, device=device, seed=seed)
