@@ -1,0 +1,190 @@
+"""Tests of `worldmodel eval` / `worldmodel rollout` and their metrics (worldmodel/evaluate.py).
+
+End to end on the `tiny` preset over two short real revisit episodes, generated once for the
+module (each environment build costs a few seconds on a CPU).
+"""
+
+from __future__ import annotations
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from worldmodel.cli import main
+from worldmodel.data.episodes import load_episode
+from worldmodel.data.generate import generate_episodes
+from worldmodel.evaluate import (LPIPS, PSNR_CAP_DB, REFERENCES, frame_metrics, parse_actions,
+                                 read_actions_file, reference_frames)
+
+LENGTH = 80
+HORIZON = 12
+
+
+@pytest.fixture(scope="module")
+def revisit(tmp_path_factory):
+    """Two real 80-step revisit episodes (with context_len and a manifest of kind revisit)."""
+    out = tmp_path_factory.mktemp("maze") / "revisit"
+    paths = generate_episodes(out, maze="9x9", episodes=2, length=LENGTH, workers=1, seed=11,
+                              kind="revisit", progress=False)
+    return out, paths
+
+
+def _frames(seed: int, n: int = 5) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
+
+
+def test_frame_metrics():
+    a, b = _frames(0), _frames(1)
+    same = frame_metrics(a, a)
+    assert same["ssim"] == pytest.approx(1.0, abs=1e-5)
+    assert (same["psnr"] == PSNR_CAP_DB).all()  # identical frames: capped, not inf
+    assert same["lpips"] is None
+    one_lsb = a.copy()
+    one_lsb[0, 0, 0, 0] ^= 1
+    assert frame_metrics(one_lsb[:1], a[:1])["psnr"][0] == pytest.approx(10 * np.log10(255.0 ** 2 * a[0].size))
+    diff = frame_metrics(a, b)
+    mse = ((a / 255.0 - b / 255.0) ** 2).reshape(len(a), -1).mean(1)
+    np.testing.assert_allclose(diff["psnr"], 10 * np.log10(1 / mse), rtol=1e-4)  # per frame, not batch-averaged
+    assert diff["ssim"].shape == (5,) and (diff["ssim"] < 0.1).all()
+    assert frame_metrics(a[:0], a[:0])["psnr"].shape == (0,)
+    with pytest.raises(ValueError, match="uint8"):
+        frame_metrics(a, b[:3])
+
+
+def test_references():
+    context = _frames(2, 4)
+    refs = reference_frames(context, 3)
+    assert list(refs) == list(REFERENCES)
+    assert (refs["repeat last frame"] == context[-1]).all() and refs["repeat last frame"].shape == (3, 64, 64, 3)
+    assert (refs["mean frame"] == context.mean(0).round().astype(np.uint8)).all()
+
+
+def test_action_scripts(tmp_path):
+    assert parse_actions("W A D WA aw wd DW . N 0 5") == [1, 2, 3, 4, 4, 5, 5, 0, 0, 0, 5]
+    assert parse_actions("W*3, A*2") == [1, 1, 1, 2, 2]
+    assert parse_actions(["W", 3, "."]) == [1, 3, 0]
+    with pytest.raises(ValueError, match="unknown action key 'S'"):
+        parse_actions("W W S")
+    with pytest.raises(ValueError, match="unknown action key 7"):
+        parse_actions([1, 7])
+    with pytest.raises(ValueError, match="repeat count"):
+        parse_actions("W*x")
+    with pytest.raises(ValueError, match="empty"):
+        parse_actions("  ")
+    (tmp_path / "a.txt").write_text("W*2 A  # turn\nWD .\n")
+    assert read_actions_file(tmp_path / "a.txt") == [1, 1, 2, 5, 0]
+    (tmp_path / "a.json").write_text(json.dumps({"actions": ["W", 2, "DW"]}))
+    assert read_actions_file(tmp_path / "a.json") == [1, 2, 5]
+
+
+def test_lpips_weights(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="no such file"):
+        LPIPS.from_file(tmp_path / "missing.pth")
+    torch.save({"lin0.model.1.weight": torch.zeros(1, 64, 1, 1)}, tmp_path / "lins_only.pth")
+    with pytest.raises(ValueError, match="no AlexNet backbone"):
+        LPIPS.from_file(tmp_path / "lins_only.pth")
+    # Arbitrary backbone numbers stand in for the ImageNet AlexNet (not available here): this
+    # checks the loading and the arithmetic against torchmetrics' own LPIPS code.
+    torch.manual_seed(0)
+    backbone = {f"features.{k}": v for k, v in LPIPS().features.state_dict().items()}
+    torch.save(backbone, tmp_path / "alexnet.pth")
+    ours = LPIPS.from_file(tmp_path / "alexnet.pth")
+    slice_of = {"0": 1, "3": 2, "6": 3, "8": 4, "10": 5}  # conv index -> LPIPS slice
+    as_module = {f"net.slice{slice_of[k.split('.')[1]]}.{k.split('.', 1)[1]}": v for k, v in backbone.items()}
+    lins = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(LPIPS.CHANNELS)}
+    full = LPIPS.from_file(_save(tmp_path / "module.pth", {**as_module, **lins}))
+    assert torch.equal(full.features[3].weight, ours.features[3].weight)
+    assert torch.equal(full.lins[4].weight, lins["lin4.model.1.weight"])
+
+    import torchmetrics.functional.image.lpips as tm
+
+    monkeypatch.setattr(tm, "_get_tv_model_features", lambda net, pretrained=False: ours.features)
+    reference = tm._LPIPS(pretrained=True, net="alex").eval()  # its bundled v0.1 linear layers
+    a, b = (torch.from_numpy(f).permute(0, 3, 1, 2).float() / 255 for f in (_frames(3), _frames(4)))
+    with torch.no_grad():
+        expected = reference(2 * a - 1, 2 * b - 1).flatten()
+    torch.testing.assert_close(ours(a, b), expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(ours(a, a), torch.zeros(len(a)))
+    scores = frame_metrics(_frames(3), _frames(4), ours)["lpips"]
+    np.testing.assert_allclose(scores, expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _save(path, state):
+    torch.save(state, path)
+    return path
+
+
+def test_eval_end_to_end(revisit, tmp_path):
+    folder, paths = revisit
+    out = tmp_path / "eval"
+    args = ["eval", "--checkpoints", "tiny", "other=tiny", "--episodes", str(folder), "--horizon", str(HORIZON),
+            "--scale", "1", "--no-progress"]
+    assert main([*args, "--videos", "1", "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"results.json", "results.md", "psnr.png", "videos"}
+    assert [p.name for p in (out / "videos").iterdir()] == [paths[0].stem + ".mp4"]
+    assert iio.imread(out / "videos" / (paths[0].stem + ".mp4")).shape[:1] == (HORIZON,)
+    res = json.loads((out / "results.json").read_text())
+    assert res["protocol"] == "retrieval"  # from the manifest's kind
+    assert [m["name"] for m in res["models"]] == ["tiny", "other"] and res["models"][0]["params"] > 0
+    assert res["settings"]["episode_seeds"] == [0, 1] and res["device"]["type"] == "cpu"
+    names = ["tiny", "other", *REFERENCES]
+    for ep, path in zip(res["episodes"], paths):
+        truth = load_episode(path)
+        assert ep["context"] == int(truth["context_len"]) and ep["horizon"] == HORIZON
+        assert len(ep["recall_distance"]) == HORIZON
+        for name in names:
+            m = ep["metrics"][name]
+            assert len(m["ssim"]) == len(m["psnr"]) == HORIZON and m["lpips"] is None
+            assert np.isfinite(m["ssim"] + m["psnr"]).all()
+        c = ep["context"]
+        ref = frame_metrics(np.repeat(truth["image"][c - 1:c], HORIZON, 0), truth["image"][c:c + HORIZON])
+        np.testing.assert_allclose(ep["metrics"]["repeat last frame"]["psnr"], ref["psnr"])
+    for name in names:
+        s = res["summary"]["all"][name]
+        assert s["frames"] == 2 * HORIZON and s["lpips"] is None and np.isfinite([s["ssim"], s["psnr"]]).all()
+    assert set(res["psnr_by_frame"]) == set(names) and len(res["psnr_by_frame"]["tiny"]) == HORIZON
+    table = (out / "results.md").read_text()
+    assert "| tiny |" in table and "*repeat last frame* (reference)" in table and "LPIPS n/a" in table
+
+    # Deterministic by seed, and an episode's result does not depend on the others.
+    again = tmp_path / "again"
+    assert main([*args, "--limit", "1", "--videos", "0", "--out", str(again)]) == 0
+    first = json.loads((again / "results.json").read_text())["episodes"]
+    assert len(first) == 1 and first[0]["metrics"] == res["episodes"][0]["metrics"]
+
+    # A context override under the reasoning protocol.
+    other = tmp_path / "reasoning"
+    assert main(["eval", "--checkpoint", "tiny", "--episodes", str(folder), "--protocol", "reasoning",
+                 "--context", "10", "--horizon", "3", "--videos", "0", "--no-progress", "--out", str(other)]) == 0
+    res = json.loads((other / "results.json").read_text())
+    assert res["protocol"] == "reasoning" and [e["context"] for e in res["episodes"]] == [10, 10]
+    assert res["summary"]["all"]["tiny"]["frames"] == 6
+
+
+def test_rollout_episode(revisit, tmp_path):
+    _, paths = revisit
+    out = tmp_path / "roll.mp4"
+    assert main(["rollout", "--checkpoint", "tiny", "--episode", str(paths[0]), "--context", "8", "--horizon", "6",
+                 "--side-by-side", "--scale", "2", "--gif", "--out", str(out)]) == 0
+    video = iio.imread(out)
+    assert video.shape[0] == 6 and video.shape[2:] == (2 * 2 * 64, 3)
+    assert video.shape[1] > 2 * 64  # the label row on top
+    assert iio.imread(out.with_suffix(".gif")).shape[0] == 6
+    with pytest.raises(ValueError, match="needs ground truth"):
+        main(["rollout", "--checkpoint", "tiny", "--episode", str(paths[0]), "--actions", "W W",
+              "--side-by-side", "--out", str(tmp_path / "x.mp4")])
+    with pytest.raises(ValueError, match="--episode"):
+        main(["rollout", "--checkpoint", "tiny", "--out", str(tmp_path / "x.mp4")])
+
+
+def test_rollout_action_script_from_the_env(tmp_path):
+    out = tmp_path / "script.gif"
+    assert main(["rollout", "--checkpoint", "tiny", "--actions", "W*3 A WD .", "--context", "3", "--seed", "1",
+                 "--side-by-side", "--scale", "1", "--out", str(out)]) == 0
+    frames = iio.imread(out)
+    assert frames.shape[0] == 6 and frames.shape[2] == 2 * 64
+    truth = frames[:, -64:, :64].astype(int)
+    assert np.abs(np.diff(truth, axis=0)).mean() > 1.0  # the real env moved: ground truth changes
