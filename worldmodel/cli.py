@@ -8,11 +8,18 @@ import sys
 
 # subcommand -> (module, its add-arguments function, its run function, one-line help)
 COMMANDS = {
+    "play": ("app.main", "add_arguments", "run", "play inside the world model in the browser (Gradio, keyboard)"),
     "generate-data": ("worldmodel.data.generate", "add_arguments", "run",
                       "generate Memory Maze episodes from the real environment"),
     "train": ("worldmodel.train", "add_arguments", "run", "train a world model with accelerate (CPU, one GPU or several)"),
     "export": ("worldmodel.train", "add_export_arguments", "run_export",
                "copy a training run's EMA weights into a shippable checkpoint folder"),
+    "rollout": ("worldmodel.evaluate", "add_rollout_arguments", "run_rollout",
+                "video of a model replaying an episode or an action script (W/A/D keys), optionally beside ground truth"),
+    "eval": ("worldmodel.evaluate", "add_eval_arguments", "run_eval",
+             "Memory Maze spatial retrieval / reasoning metrics (SSIM, PSNR, LPIPS) of checkpoints vs references"),
+    "bench": ("worldmodel.bench", "add_arguments", "run",
+              "per-frame latency and state size against history length, ours vs full attention"),
 }
 
 

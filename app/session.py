@@ -1,0 +1,301 @@
+"""One browser tab's game: its `World`, optionally a real Memory Maze env stepped alongside,
+and the recording of the play-through. No Gradio in here, so it is usable (and testable) alone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from worldmodel.data.episodes import EpisodeRecorder, actions_to_index, index_to_onehot, load_episode, save_episode
+from worldmodel.evaluate import write_video
+from worldmodel.world import World
+
+LOOK_LEFT = 2  # the look-around that seeds a world is a series of left turns (~18.4 degrees each)
+
+
+class EnvsBusy(RuntimeError):
+    """Every real-environment slot of the server is taken."""
+
+
+class RealEnv:
+    """A `MazeEnv` that lives on a thread of its own.
+
+    dm_control's GL context belongs to the thread that created it, and Gradio runs handlers on
+    whatever pool thread is free, so every call goes through this env's single-thread executor.
+    Holds one of the server's `slots` (a semaphore bounding the envs alive at once, ~1.6 GB each)
+    until `close()`.
+    """
+
+    def __init__(self, maze: str, seed: int, slots: threading.Semaphore):
+        if not slots.acquire(blocking=False):
+            raise EnvsBusy("all real-environment slots of this server are in use; try again later, "
+                           "start from an episode file instead, or raise --max-envs")
+        self._slots = slots
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix=f"maze-{maze}-{seed}")
+        try:
+            from worldmodel.data.env import MazeEnv  # imports memory_maze / dm_control: only when needed
+
+            self._env = self._pool.submit(MazeEnv, maze, seed).result()
+        except BaseException:
+            self._release()
+            raise
+
+    def reset(self) -> dict:
+        return self._pool.submit(self._env.reset).result()
+
+    def step_async(self, action: int) -> Future:
+        return self._pool.submit(self._env.step, int(action))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.submit(self._env.close)
+            self._release()
+
+    def _release(self) -> None:
+        pool, self._pool = self._pool, None
+        pool.shutdown(wait=False)
+        self._slots.release()
+
+
+def look_around(env: RealEnv, frames: int) -> tuple[list[dict], list[int]]:
+    """Reset `env` and turn left `frames - 1` times: a view of the surroundings to seed a world.
+    Returns the observations and the actions that led to them (action 0 is a placeholder)."""
+    obs = [env.reset()]
+    for _ in range(frames - 1):
+        obs.append(env.step_async(LOOK_LEFT).result())
+    return obs, [0] + [LOOK_LEFT] * (frames - 1)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of two uint8 frames in dB (identical frames: 99)."""
+    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
+    return 99.0 if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
+
+
+@dataclass
+class Step:
+    frame: np.ndarray
+    real: np.ndarray | None = None
+    psnr: float | None = None
+
+
+class Session:
+    """A running game: `start` it from context frames, then `step` it action by action.
+
+    Everything that happens is recorded (up to `max_record` frames, then recording stops and
+    play goes on) so that `save_recording` can write the play-through as an mp4 and as an
+    episode file in the training format (`worldmodel.data.episodes`):
+      - `image` holds the context frames, then the imagined ones; `context_len` says where the
+        imagined part begins, as in evaluation episodes.
+      - `agent_pos` / `agent_dir` are the true poses for context frames that came from the real
+        env or from an episode file, and zeros for imagined frames (the model has no pose).
+      - with the real env alongside, a second file `*_real.npz` holds the real trajectory under
+        the same actions, with every observation key.
+    """
+
+    def __init__(self, world: World, fps: float = 10.0, max_record: int = 3000):
+        self.world = world
+        self.fps = fps
+        self.max_record = max_record
+        self.lock = threading.Lock()  # one handler at a time per tab (frames vs. save, load, close)
+        self.workdir = Path(tempfile.mkdtemp(prefix="worldmodel-play-"))
+        self.env: RealEnv | None = None
+        self.psnrs: deque[float] = deque(maxlen=10_000)
+        self._step_ms: float | None = None
+        self._delivered: deque[float] = deque(maxlen=20)
+        self._frames: list[np.ndarray] = []
+        self._actions: list[int] = []
+        self._poses: list[tuple[np.ndarray, np.ndarray]] = []
+        self._real: EpisodeRecorder | None = None
+        self._real_frames: list[np.ndarray] = []
+        self.context_len = 0
+        self.steps = 0  # steps taken since the last start or load
+        self.closed = False
+
+    # -- starting ------------------------------------------------------------------------------
+    def start(self, frames: np.ndarray, actions, poses: list | None = None, env: RealEnv | None = None,
+              env_obs: list[dict] | None = None) -> Step:
+        """Seed the world with context frames; `env` (already at the last context frame) and its
+        observations `env_obs` make this a side-by-side game against the real environment."""
+        frame = self.world.reset(frames, actions)
+        self._set_env(env)
+        zeros = (np.zeros(2, np.float32), np.zeros(2, np.float32))
+        self._frames = list(np.asarray(frames))
+        self._actions = [int(a) for a in actions]
+        self._poses = list(poses) if poses is not None else [zeros] * len(frames)
+        self.context_len = len(frames)
+        self._real, self._real_frames = None, []
+        if env is not None:
+            self._real = EpisodeRecorder(env_obs[0])
+            for a, o in zip(self._actions[1:], env_obs[1:]):
+                self._real.add(a, o)
+            self._real_frames = [o["image"] for o in env_obs]
+        self.psnrs.clear()
+        self.steps = 0
+        return Step(frame, env_obs[-1]["image"] if env is not None else None)
+
+    @classmethod
+    def episode_context(cls, path: str | Path, frames: int) -> tuple[np.ndarray, np.ndarray, list]:
+        """The first `frames` frames of an episode file, their actions and poses (ValueError if unreadable)."""
+        ep = load_episode(path, keys=("image", "action", "agent_pos", "agent_dir"))
+        n = min(frames, len(ep["image"]))
+        poses = list(zip(ep["agent_pos"][:n].astype(np.float32), ep["agent_dir"][:n].astype(np.float32)))
+        return ep["image"][:n], actions_to_index(ep["action"][:n]), poses
+
+    def _set_env(self, env: RealEnv | None) -> None:
+        if self.env is not None and self.env is not env:
+            self.env.close()
+        self.env = env
+
+    # -- playing -------------------------------------------------------------------------------
+    @property
+    def compare(self) -> bool:
+        return self.env is not None
+
+    @property
+    def recording(self) -> bool:
+        return len(self._frames) < self.max_record
+
+    def step(self, action: int) -> Step:
+        real_future = self.env.step_async(action) if self.env is not None else None  # runs alongside the model
+        t0 = time.perf_counter()
+        frame = self.world.step(action)
+        self.steps += 1
+        ms = (time.perf_counter() - t0) * 1000
+        self._step_ms = ms if self._step_ms is None else 0.8 * self._step_ms + 0.2 * ms
+        out = Step(frame)
+        if real_future is not None:
+            obs = real_future.result()
+            out.real, out.psnr = obs["image"], psnr(frame, obs["image"])
+            self.psnrs.append(out.psnr)
+        if self.recording:
+            self._frames.append(frame)
+            self._actions.append(int(action))
+            self._poses.append((np.zeros(2, np.float32), np.zeros(2, np.float32)))
+            if real_future is not None:
+                self._real.add(action, obs)
+                self._real_frames.append(obs["image"])
+        self._delivered.append(time.perf_counter())
+        return out
+
+    def status(self) -> dict:
+        now = time.perf_counter()
+        d = self._delivered
+        # Frames per second as this tab receives them, over the recent burst of frames only.
+        fps = (len(d) - 1) / (d[-1] - d[0]) if len(d) > 2 and now - d[-1] < 1.0 and d[-1] > d[0] else None
+        return {
+            "frames": self.world.frames_seen,
+            "steps": self.steps,
+            "ms_per_frame": self._step_ms,
+            "fps": fps,
+            "state_bytes": self.world.state_bytes(),
+            "device": str(self.world.device),
+            "recorded": len(self._frames),
+            "max_record": self.max_record,
+            "compare": self.compare,
+            "mean_psnr": float(np.mean(self.psnrs)) if self.psnrs else None,
+        }
+
+    # -- save / load ---------------------------------------------------------------------------
+    def save_state(self) -> Path:
+        path = self.workdir / f"world-frame{self.world.frames_seen}.safetensors"
+        self.world.save_state(path)
+        return path
+
+    def load_state(self, path: str | Path) -> Step:
+        """Continue from a saved state; on any failure the running world is kept and a
+        ValueError says why. The real env cannot follow a loaded state, so it is let go, and
+        the recording restarts at the loaded frame."""
+        backup = self.world.snapshot()
+        try:
+            self.world.load_state(path)
+        except Exception as e:
+            self.world.restore(backup)
+            name = Path(path).name
+            why = str(e).replace(str(path), name)  # uploads sit under long temporary paths
+            if not isinstance(e, ValueError):
+                why = f"{name} is not a world snapshot of this model: {type(e).__name__}: {why}"
+            raise ValueError(why) from e
+        self._set_env(None)
+        frame = self.world.last_frame
+        self._frames, self._actions = [frame], [0]
+        self._poses = [(np.zeros(2, np.float32), np.zeros(2, np.float32))]
+        self.context_len = 1
+        self._real, self._real_frames = None, []
+        self.psnrs.clear()
+        self.steps = 0
+        return Step(frame)
+
+    def save_recording(self) -> list[Path]:
+        """mp4 (model | real side by side when compared) and the episode file(s) of the play-through."""
+        if not self._frames:
+            raise ValueError("nothing recorded yet: start a world first")
+        stem = self.workdir / f"play-{len(self._frames) - self.context_len}steps"
+        rows = [np.stack(self._frames)] + ([np.stack(self._real_frames)] if self._real is not None else [])
+        video = write_video(stem.with_suffix(".mp4"), rows, fps=max(1, round(self.fps)), scale=4)
+        episode = {
+            "image": np.stack(self._frames),
+            "action": index_to_onehot(self._actions[1:]),
+            "agent_pos": np.stack([p for p, _ in self._poses]),
+            "agent_dir": np.stack([d for _, d in self._poses]),
+            "context_len": np.int64(self.context_len),
+        }
+        paths = [video, save_episode(stem.with_suffix(".npz"), episode)]
+        if self._real is not None:
+            real = dict(self._real.episode(), context_len=np.int64(self.context_len))
+            paths.append(save_episode(stem.with_name(stem.name + "_real.npz"), real))
+        return paths
+
+    def close(self) -> None:
+        """Free the env, the recording and the files; safe to call more than once, from any thread."""
+        with self.lock:  # waits for a frame in progress
+            if self.closed:
+                return
+            self.closed = True
+            self._set_env(None)
+            self._frames, self._real, self._real_frames = [], None, []
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class Sessions:
+    """The server's live sessions by browser-session id, and the real-env slots they share.
+
+    A tab's state also lives in its gr.State, but Gradio keeps a closed tab's state for an hour;
+    this registry lets the tab's unload event free its world and env at once.
+    """
+
+    def __init__(self, max_envs: int):
+        self.env_slots = threading.BoundedSemaphore(max_envs)
+        self._live: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def adopt(self, key: str, session: Session) -> None:
+        """`session` is now tab `key`'s game; the one it replaces is closed."""
+        with self._lock:
+            old, self._live[key] = self._live.get(key), session
+        if old is not None and old is not session:
+            old.close()
+
+    def close(self, key: str) -> None:
+        with self._lock:
+            session = self._live.pop(key, None)
+        if session is not None:
+            session.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            sessions, self._live = list(self._live.values()), {}
+        for session in sessions:
+            session.close()
+
+    def __len__(self) -> int:
+        return len(self._live)

@@ -1,0 +1,316 @@
+"""The browser demo (app/): the key map and the per-tab Session directly, then the real page in a
+headless Chromium driven by Playwright against `python -m app --checkpoint tiny`.
+
+The browser tests need Debian's chromium at /usr/bin/chromium (`apt-get install -y chromium`;
+Playwright's own browser download does not work offline) and skip without it. A screenshot of
+the page is left at artifacts/app.png.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.keymap import FORWARD, FORWARD_LEFT, FORWARD_RIGHT, LEFT, NOOP, RIGHT, action_for, parse_held
+from worldmodel.data.episodes import index_to_onehot, load_episode, save_episode
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CONTEXT = 6  # context frames the test server seeds worlds with (a short look-around keeps the env cheap)
+
+needs_browser = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason=f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` to run the browser tests")
+
+
+# -- without a browser ---------------------------------------------------------------------------
+def test_key_map():
+    assert action_for(set()) == NOOP and action_for({"wait"}) == NOOP
+    assert action_for({"forward"}) == FORWARD
+    assert action_for({"left"}) == LEFT and action_for({"right"}) == RIGHT
+    assert action_for({"forward", "left"}) == FORWARD_LEFT and action_for({"forward", "right"}) == FORWARD_RIGHT
+    assert action_for({"left", "right"}) == NOOP and action_for({"forward", "left", "right"}) == FORWARD
+    assert parse_held("forward left junk") == {"forward", "left"} and parse_held(None) == set()
+
+
+def _episode(path: Path, frames: int = 8, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    return save_episode(path, {
+        "image": rng.integers(0, 256, (frames, 64, 64, 3), dtype=np.uint8),
+        "action": index_to_onehot(rng.integers(0, 6, frames - 1)),
+        "agent_pos": np.zeros((frames, 2), np.float32),
+        "agent_dir": np.zeros((frames, 2), np.float32),
+    })
+
+
+def test_session_plays_saves_and_records(tmp_path):
+    from app.session import Session
+    from worldmodel.world import load_world
+
+    session = Session(load_world("tiny", device="cpu"), fps=5)
+    try:
+        frames, actions, poses = Session.episode_context(_episode(tmp_path / "ep.npz"), CONTEXT)
+        session.start(frames, actions, poses)
+        bytes0 = session.world.state_bytes()
+        for a in (FORWARD, LEFT, FORWARD_RIGHT):
+            assert session.step(a).frame.shape == (64, 64, 3)
+        assert session.status()["frames"] == CONTEXT + 3 and session.world.state_bytes() == bytes0
+        saved = session.save_state()
+        session.step(FORWARD)
+
+        corrupt = tmp_path / "corrupt.safetensors"
+        corrupt.write_bytes(b"\x00" * 64)
+        with pytest.raises(ValueError, match="corrupt.safetensors"):
+            session.load_state(corrupt)
+        assert session.world.frames_seen == CONTEXT + 4  # the running world is kept ...
+        session.step(NOOP)  # ... and still runs
+
+        session.load_state(saved)
+        assert session.world.frames_seen == CONTEXT + 3
+        session.step(RIGHT)
+        video, npz = session.save_recording()
+        assert video.suffix == ".mp4" and video.stat().st_size > 0
+        ep = load_episode(npz)
+        assert ep["image"].shape == (2, 64, 64, 3) and int(ep["context_len"]) == 1  # restarted at the load
+        assert ep["action"][1].argmax() == RIGHT and not ep["agent_pos"][1].any()
+    finally:
+        session.close()
+    assert not session.workdir.exists()
+
+
+def test_sessions_registry_closes_replaced_and_unloaded_sessions():
+    from app.session import Session, Sessions
+    from worldmodel.world import load_world
+
+    world = load_world("tiny", device="cpu")
+    sessions = Sessions(max_envs=1)
+    first, second, other = (Session(world) for _ in range(3))
+    sessions.adopt("tab", first)
+    sessions.adopt("tab", second)  # a new world in the same tab replaces the old one
+    sessions.adopt("other tab", other)
+    assert first.closed and not second.closed and len(sessions) == 2
+    sessions.close("tab")  # the tab was closed
+    assert second.closed and not other.closed
+    sessions.close_all()
+    assert other.closed and len(sessions) == 0
+
+
+# -- in the browser ------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("app") / "server.log"
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", GRADIO_HEARTBEAT_INTERVAL="1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    # --max-envs 1: a second tab cannot build a real env until the first tab has been closed.
+    cmd = [sys.executable, "-m", "app", "--checkpoint", "tiny", "--port", str(port), "--fps", "10",
+           "--context", str(CONTEXT), "--max-envs", "1"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"the app did not come up (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _open(browser, url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1050})
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.wait_for_selector("#wm-start")
+    return page
+
+
+def _frames(page) -> int:
+    return int(page.inner_text("#wm-frames"))
+
+
+def _wait_frames(page, n: int, timeout: float = 20_000) -> None:
+    page.wait_for_function("n => Number(document.querySelector('#wm-frames')?.textContent) >= n", arg=n,
+                           timeout=timeout)
+
+
+def _upload(page, button: str, path: Path) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.click(button)
+    chooser.value.set_files(str(path))
+
+
+def _toast(page, text: str):
+    toast = page.get_by_test_id("toast-text").filter(has_text=text)
+    toast.first.wait_for(state="visible")
+    return toast.first.inner_text()
+
+
+def _download(page, suffix: str, dest: Path) -> Path:
+    link = page.locator(f'#wm-downloads a[data-testid="download-link"][href$="{suffix}"]').first
+    link.wait_for(state="attached")
+    dest.write_bytes(page.request.get(link.get_attribute("href")).body())
+    return dest
+
+
+def _start_from_episode(page, path: Path) -> None:
+    _upload(page, "#wm-episode", path)
+    _wait_frames(page, CONTEXT)
+    assert _frames(page) == CONTEXT
+
+
+@needs_browser
+def test_keyboard_and_buttons_drive_the_world(server, browser, tmp_path):
+    page = _open(browser, server)
+    _start_from_episode(page, _episode(tmp_path / "ep.npz"))
+    src = page.get_attribute("#wm-frame", "src")
+    for i in range(3):  # taps: one frame each
+        page.keyboard.press("w")
+        _wait_frames(page, CONTEXT + i + 1)
+    assert _frames(page) == CONTEXT + 3 and page.get_attribute("#wm-frame", "src") != src
+    page.click("#wm-btn-forward-left")
+    _wait_frames(page, CONTEXT + 4)
+
+    # Held keys keep the world moving at a steady rate, with no further key events.
+    start, t0 = _frames(page), time.time()
+    page.keyboard.down("w")
+    time.sleep(0.8)
+    middle = _frames(page)
+    time.sleep(0.8)
+    page.keyboard.up("w")
+    end, held_s = _frames(page), time.time() - t0
+    assert start < middle < end and end - start >= 4, (start, middle, end)
+    print(f"\nbrowser frame rate holding W (tiny preset): {(end - start) / held_s:.1f} fps")
+    time.sleep(0.3)  # nothing held: the world pauses ...
+    paused = _frames(page)
+    time.sleep(0.5)
+    assert _frames(page) == paused
+    page.check("#wm-free-run input")  # ... unless time runs without input (noop frames)
+    _wait_frames(page, paused + 3)
+    page.uncheck("#wm-free-run input")
+    page.close()
+
+
+@needs_browser
+def test_two_tabs_keep_separate_worlds(server, browser, tmp_path):
+    a, b = _open(browser, server), _open(browser, server)
+    episode = _episode(tmp_path / "ep.npz")
+    _start_from_episode(a, episode)
+    _start_from_episode(b, episode)
+    for i in range(3):
+        a.keyboard.press("d")
+        _wait_frames(a, CONTEXT + i + 1)
+    b.keyboard.press("w")
+    _wait_frames(b, CONTEXT + 1)
+    time.sleep(0.5)
+    assert (_frames(a), _frames(b)) == (CONTEXT + 3, CONTEXT + 1)
+    assert a.get_attribute("#wm-frame", "src") != b.get_attribute("#wm-frame", "src")
+    a.close()
+    b.close()
+
+
+@needs_browser
+def test_snapshots_and_recording(server, browser, tmp_path):
+    page = _open(browser, server)
+    _start_from_episode(page, _episode(tmp_path / "ep.npz"))
+    page.keyboard.press("w")
+    _wait_frames(page, CONTEXT + 1)
+
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(os.urandom(200))
+    _upload(page, "#wm-load", corrupt)
+    assert "running world is kept" in _toast(page, "Could not load corrupt.safetensors")
+    page.keyboard.press("w")  # the world still runs
+    _wait_frames(page, CONTEXT + 2)
+
+    page.click("#wm-save")
+    saved = _download(page, ".safetensors", tmp_path / "saved.safetensors")
+    for i in range(2):
+        page.keyboard.press("a")
+        _wait_frames(page, CONTEXT + 3 + i)
+    _upload(page, "#wm-load", saved)
+    page.wait_for_function(f"() => document.querySelector('#wm-frames')?.textContent === '{CONTEXT + 2}'")
+    page.keyboard.press("w")
+    _wait_frames(page, CONTEXT + 3)
+
+    page.click("#wm-record")
+    video = _download(page, ".mp4", tmp_path / "play.mp4")
+    ep = load_episode(_download(page, ".npz", tmp_path / "play.npz"))
+    assert video.stat().st_size > 0
+    assert ep["image"].shape == (2, 64, 64, 3) and int(ep["context_len"]) == 1
+    page.close()
+
+
+@needs_browser
+def test_real_vs_imagined_and_closing_a_tab_frees_its_env(server, browser, tmp_path):
+    a = _open(browser, server)
+    a.check("#wm-compare input")
+    a.click("#wm-start")  # the real env looks around, then plays alongside
+    a.wait_for_selector("#wm-real")
+    _wait_frames(a, CONTEXT)
+    for i in range(2):
+        a.keyboard.press("w")
+        _wait_frames(a, CONTEXT + i + 1)
+    assert "PSNR" in a.inner_text("#wm-view") and a.locator("#wm-psnr polyline").count() == 1
+    start = _frames(a)
+    a.keyboard.down("w")  # a few more frames, for a PSNR curve in the screenshot
+    time.sleep(1.0)
+    a.keyboard.up("w")
+    assert _frames(a) > start
+    artifacts = REPO / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    a.screenshot(path=str(artifacts / "app.png"), full_page=True)
+
+    # The server allows one real env (--max-envs 1): another tab gets a clear refusal ...
+    b = _open(browser, server)
+    b.click("#wm-start")
+    assert "slots" in _toast(b, "real-environment slots")
+    # ... until the first tab is closed, which frees its world and env (within a heartbeat: 1 s here).
+    a.close()
+    for _ in range(5):
+        toasts = b.get_by_test_id("toast-text").count()
+        b.click("#wm-start")
+        b.wait_for_function("n => document.querySelector('#wm-frame') || "
+                            "document.querySelectorAll('[data-testid=toast-text]').length > n", arg=toasts)
+        if b.locator("#wm-frame").count():
+            break
+        time.sleep(1.0)
+    else:
+        pytest.fail("closing the first tab did not free its real env")
+    b.close()
