@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Rebuilds the shipped CPU checkpoint from nothing: data from the real environment, training,
+# export, evaluation. Every step resumes where it stopped if interrupted (rerun the script).
+# Usage: bash scripts/reproduce_cpu.sh [VARIANT]   (default: ours; mamba2_local, causal_window for baselines)
+set -euo pipefail
+VARIANT=${1:-ours}
+MINUTES=${MINUTES:-120}
+worldmodel generate-data --maze 9x9 --episodes 60 --length 1000 --workers 2 --seed 1000 --out data/maze9_train
+worldmodel generate-data --maze 9x9 --episodes 16 --length 1000 --workers 2 --seed 900000 --out data/maze9_val
+worldmodel generate-data --maze 9x9 --episodes 8 --length 1000 --workers 2 --seed 800000 --kind revisit --out data/maze9_revisit
+worldmodel train --preset cpu --variant "$VARIANT" --data data/maze9_train --val-data data/maze9_val \
+    --out "runs/cpu-$VARIANT" --resume --max-minutes "$MINUTES"
+DEST=checkpoints/maze9x9; [ "$VARIANT" = ours ] || DEST="checkpoints/maze9x9-$VARIANT"
+worldmodel export "runs/cpu-$VARIANT" "$DEST"
