@@ -17,14 +17,15 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 
 class FlowMatching:
-    def __init__(self, prefix_prob: float = 0.5, logit_mean: float = 0.0, logit_std: float = 1.0, shift: float = 1.0):
-        self.prefix_prob, self.logit_mean, self.logit_std, self.shift = prefix_prob, logit_mean, logit_std, shift
+    def __init__(self, prefix_prob: float = 0.5, shift: float = 1.0):
+        self.prefix_prob, self.shift = prefix_prob, shift
 
     def training_sigmas(self, batch: int, frames: int, device=None, generator=None):
         """Noise level per frame (B, T) and the mask of frames that count in the loss."""
-        # Logit-normal levels (SD3): most weight on the middle, where the velocity is hardest.
-        u = torch.randn(batch, frames, device=device, generator=generator) * self.logit_std + self.logit_mean
-        sigma = torch.sigmoid(u)
+        # Uniform levels. Not SD3's logit-normal: that almost never draws s > 0.95, yet a 4-step
+        # sampler starts at s = 1, where predicting the frame from the context *is* the world
+        # model's job; trained logit-normal, our model ignored its context (measured, step 500).
+        sigma = torch.rand(batch, frames, device=device, generator=generator)
         scored = torch.ones(batch, frames, dtype=torch.bool, device=device)
         if frames > 1 and self.prefix_prob > 0:
             use_prefix = torch.rand(batch, device=device, generator=generator) < self.prefix_prob
