@@ -129,8 +129,8 @@ def test_world_step_equals_parallel_forward():
     with torch.no_grad():
         for t, s in zip(sched.timesteps, sched.sigmas):
             sig = torch.cat([torch.zeros(1, 5), s.reshape(1, 1)], 1)
-            v, _ = model(torch.cat([ctx, x], 1), sig, a)
-            x = sched.step(v[:, -1:], t, x).prev_sample
+            x0, _ = model(torch.cat([ctx, x], 1), sig, a)
+            x = sched.step(FlowMatching.velocity(x, x0[:, -1:], s), t, x).prev_sample
     expected = ((x[0, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
     assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
 

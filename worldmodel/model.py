@@ -4,7 +4,7 @@ frames (B, T, H, W, C) -> patches -> tokens (B, T, G, G, d), laid out space-majo
 (all tokens of frame t before those of frame t+1), so everything is causal in time.
 Each layer is an AdaLN block [block-wise SSM -> frame-local attention -> MLP], modulated by one
 conditioning vector per frame: the embedding of that frame's noise level plus its action.
-The output is the flow-matching velocity for every frame.
+The output is the predicted clean frame for every frame (see diffusion.py for why not the velocity).
 
 The paper's baselines are switches of this same code (``ModelConfig.variant``):
   ours          block-wise SSM (block size per layer) + frame-local attention over k frames
@@ -136,7 +136,7 @@ class WorldModel(ModelMixin, ConfigMixin):
     def forward(self, x, sigma, action, state: dict | None = None):
         """x: (B, T, H, W, C) noisy frames; sigma: (B, T) their noise levels; action: (B, T) ints
         (or (B, T, action_dim) floats); state: from ``init_state`` or a previous call, None = fresh.
-        Returns the predicted velocity (B, T, H, W, C) and the state after these T frames."""
+        Returns the predicted clean frames (B, T, H, W, C) and the state after these T frames."""
         B, T = x.shape[:2]
         h = self.patch_embed(self.patchify(x)) + self.pos_embed.reshape(1, 1, self.cfg.grid, self.cfg.grid, -1)
         c = self.condition(sigma, action)

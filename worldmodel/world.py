@@ -141,8 +141,8 @@ class World:
         x = torch.randn((1, 1, *self.frame_shape), device=self.device, generator=self.generator)
         self.scheduler.set_timesteps(sigmas=self.scheduler_sigmas, device=self.device)  # restarts its step index
         for t, s in zip(self.scheduler.timesteps, self.scheduler.sigmas):
-            v, _ = self.model(x, s.reshape(1, 1), a, self._state)
-            x = self.scheduler.step(v, t, x).prev_sample
+            x0, _ = self.model(x, s.reshape(1, 1), a, self._state)
+            x = self.scheduler.step(self.flow.velocity(x, x0, s), t, x).prev_sample
         _, self._state = self.model(x, torch.zeros(1, 1, device=self.device), a, self._state)  # commit the frame
         self._last = frames_from_model(x[0, 0]).cpu().numpy()
         self.frames_seen += 1
