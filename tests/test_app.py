@@ -1,5 +1,5 @@
 """The browser demo (app/): the key map and the per-tab Session directly, then the real page in a
-headless Chromium driven by Playwright against `python -m app --checkpoint tiny`.
+headless Chromium driven by Playwright against `python -m app` over a tiny model with random weights.
 
 The browser tests need Debian's chromium at /usr/bin/chromium (`apt-get install -y chromium`;
 Playwright's own browser download does not work offline) and skip without it. A screenshot of
@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers import randomized
 
 from app.keymap import FORWARD, FORWARD_LEFT, FORWARD_RIGHT, LEFT, NOOP, RIGHT, action_for, parse_held
 from worldmodel.data.episodes import index_to_onehot, load_episode, save_episode
@@ -117,7 +119,10 @@ def server(tmp_path_factory):
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", GRADIO_HEARTBEAT_INTERVAL="1")
     env.setdefault("OMP_NUM_THREADS", "1")
     # --max-envs 1: a second tab cannot build a real env until the first tab has been closed.
-    cmd = [sys.executable, "-m", "app", "--checkpoint", "tiny", "--port", str(port), "--fps", "10",
+    # random weights: an untrained model's zero output layer would show one constant frame
+    checkpoint = tmp_path_factory.mktemp("ckpt") / "tiny-random"
+    randomized().save_pretrained(checkpoint)
+    cmd = [sys.executable, "-m", "app", "--checkpoint", str(checkpoint), "--port", str(port), "--fps", "10",
            "--context", str(CONTEXT), "--max-envs", "1"]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -155,7 +160,7 @@ def browser():
 
 def _open(browser, url):
     page = browser.new_page(viewport={"width": 1400, "height": 1050})
-    page.set_default_timeout(60_000)
+    page.set_default_timeout(120_000)  # a real env build under load can take a while
     page.goto(url)
     page.wait_for_selector("#wm-start")
     return page

@@ -13,17 +13,7 @@ from worldmodel.model import WorldModel
 from worldmodel.ssm import BlockMamba2
 from worldmodel.world import World
 
-
-def randomized(variant: str, seed: int = 0, **overrides) -> WorldModel:
-    """A tiny model with every weight random: adaLN-Zero would otherwise make all blocks identities
-    and every output zero, and the invariants would hold trivially."""
-    cfg = get_preset("tiny").model.to_dict() | {"variant": variant} | overrides
-    torch.manual_seed(seed)
-    model = WorldModel(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model.eval()
+from helpers import randomized
 
 
 def clip(B=2, T=7, seed=1):
