@@ -98,11 +98,13 @@ class World:
     """A running world: the model, its recurrent state and the sampler."""
 
     def __init__(self, model: WorldModel, steps: int = 4, device: str | torch.device = "cpu", seed: int = 0,
-                 prefill_chunk: int = 64):
+                 prefill_chunk: int = 64, commit_sigma: float = 0.25):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.cfg = model.cfg
-        self.steps, self.prefill_chunk = steps, prefill_chunk
+        # Generated frames are committed to the state at this noise level: the model was trained
+        # on noisy context (diffusion forcing), and a little noise hides its own artefacts.
+        self.steps, self.prefill_chunk, self.commit_sigma = steps, prefill_chunk, commit_sigma
         self.flow = FlowMatching()
         self.scheduler = self.flow.scheduler(steps, self.device)
         self.generator = torch.Generator(self.device).manual_seed(seed)
@@ -143,7 +145,12 @@ class World:
         for t, s in zip(self.scheduler.timesteps, self.scheduler.sigmas):
             x0, _ = self.model(x, s.reshape(1, 1), a, self._state)
             x = self.scheduler.step(self.flow.velocity(x, x0, s), t, x).prev_sample
-        _, self._state = self.model(x, torch.zeros(1, 1, device=self.device), a, self._state)  # commit the frame
+        commit = torch.full((1, 1), self.commit_sigma, device=self.device)
+        if self.commit_sigma > 0:
+            x_commit = self.flow.add_noise(x, commit, torch.randn(x.shape, device=self.device, generator=self.generator))
+        else:
+            x_commit = x
+        _, self._state = self.model(x_commit, commit, a, self._state)  # commit the frame
         self._last = frames_from_model(x[0, 0]).cpu().numpy()
         self.frames_seen += 1
         return self._last.copy()
