@@ -107,6 +107,7 @@ class World:
         self.steps, self.prefill_chunk, self.commit_sigma = steps, prefill_chunk, commit_sigma
         self.flow = FlowMatching()
         self.scheduler = self.flow.scheduler(steps, self.device)
+        self._sigmas = self.scheduler.sigmas[:-1].tolist()  # set_timesteps needs them again every frame
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self._state: dict | None = None
         self._last: np.ndarray | None = None
@@ -141,7 +142,7 @@ class World:
             raise RuntimeError("call reset(context_frames, context_actions) before step()")
         a = torch.tensor([[action_index(action)]], device=self.device)
         x = torch.randn((1, 1, *self.frame_shape), device=self.device, generator=self.generator)
-        self.scheduler.set_timesteps(sigmas=self.scheduler_sigmas, device=self.device)  # restarts its step index
+        self.scheduler.set_timesteps(sigmas=self._sigmas, device=self.device)  # restarts its step index
         for t, s in zip(self.scheduler.timesteps, self.scheduler.sigmas):
             x0, _ = self.model(x, s.reshape(1, 1), a, self._state)
             x = self.scheduler.step(self.flow.velocity(x, x0, s), t, x).prev_sample
@@ -154,10 +155,6 @@ class World:
         self._last = frames_from_model(x[0, 0]).cpu().numpy()
         self.frames_seen += 1
         return self._last.copy()
-
-    @property
-    def scheduler_sigmas(self) -> list[float]:
-        return torch.linspace(1.0, 0.0, self.steps + 1)[:-1].tolist()
 
     # -- save / load a game in progress --------------------------------------------------------
     def snapshot(self) -> dict[str, torch.Tensor]:
