@@ -1,0 +1,160 @@
+"""Episode files in the layout of the published Memory Maze offline dataset (one `.npz` each).
+
+Every array has a leading time axis of T+1 frames: `image` (T+1, H, W, 3) uint8, with image[0]
+observed before the first action; `action` (T+1, 6) one-hot of the *last* action, i.e.
+action[t] led to image[t] and row 0 is all zeros; `reward` (T+1,); and the global observables
+`agent_pos`, `agent_dir`, `maze_layout`, `targets_pos`, `targets_vec`, `target_pos`, `target_vec`,
+`target_color`. Evaluation episodes add a scalar `context_len` (frames the model is given).
+Only `image` and `action` are required, so that recordings without poses are episodes too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .env import NUM_ACTIONS
+
+REQUIRED = ("image", "action")
+KEYS = ("image", "action", "reward", "agent_pos", "agent_dir", "maze_layout", "targets_pos", "targets_vec",
+        "target_pos", "target_vec", "target_color")
+SCALARS = ("context_len",)  # per-episode values, no time axis
+# Per-frame shape of known keys (None: any size on that axis).
+FRAME_SHAPES = {"image": (None, None, 3), "action": (NUM_ACTIONS,), "reward": (), "agent_pos": (2,),
+                "agent_dir": (2,), "maze_layout": (None, None), "targets_pos": (None, 2), "targets_vec": (None, 2),
+                "target_pos": (2,), "target_vec": (2,), "target_color": (3,)}
+
+
+def index_to_onehot(actions) -> np.ndarray:
+    """Action ids of steps 1..T -> (T+1, 6) uint8 one-hot rows, row 0 (before any action) zeros."""
+    actions = np.asarray(actions, dtype=np.int64).reshape(-1)
+    if actions.size and (actions.min() < 0 or actions.max() >= NUM_ACTIONS):
+        raise ValueError(f"action ids must be in [0, {NUM_ACTIONS}), got {actions.min()}..{actions.max()}")
+    onehot = np.zeros((len(actions) + 1, NUM_ACTIONS), dtype=np.uint8)
+    onehot[np.arange(1, len(actions) + 1), actions] = 1
+    return onehot
+
+
+def actions_to_index(onehot) -> np.ndarray:
+    """(T+1, 6) one-hot rows -> (T+1,) int64 ids; an all-zero row (frame 0) reads as 0 (noop)."""
+    return np.asarray(onehot).argmax(axis=-1).astype(np.int64)
+
+
+def validate_episode(ep: dict, name: str = "episode") -> None:
+    """Raise ValueError('{name}: ...') unless `ep` is a well-formed episode (see module doc)."""
+    missing = [k for k in REQUIRED if k not in ep]
+    if missing:
+        raise ValueError(f"{name}: missing key(s) {missing}")
+    frames = None
+    for key, value in ep.items():
+        value = np.asarray(value)
+        if key in SCALARS:
+            if value.shape != ():
+                raise ValueError(f"{name}: key {key!r} must be a scalar, got shape {value.shape}")
+            continue
+        if value.ndim == 0:
+            raise ValueError(f"{name}: key {key!r} has no time axis")
+        if frames is None:
+            frames = len(value)
+        elif len(value) != frames:
+            raise ValueError(f"{name}: key {key!r} has {len(value)} frames, other keys {frames}")
+        want = FRAME_SHAPES.get(key)
+        if want is not None and (len(want) != value.ndim - 1 or
+                                 any(w is not None and w != s for w, s in zip(want, value.shape[1:]))):
+            shape = ", ".join("T" if i == 0 else "*" if w is None else str(w) for i, w in enumerate((None, *want)))
+            raise ValueError(f"{name}: key {key!r} has shape {value.shape}, expected ({shape})")
+    if frames == 0:
+        raise ValueError(f"{name}: no frames")
+    if np.asarray(ep["image"]).dtype != np.uint8:
+        raise ValueError(f"{name}: key 'image' must be uint8, got {np.asarray(ep['image']).dtype}")
+    action = np.asarray(ep["action"])
+    ok = (((action == 0) | (action == 1)).all(axis=1)) & (action.sum(axis=1) == 1)
+    ok[0] |= not action[0].any()  # nothing led to the first frame
+    if not ok.all():
+        raise ValueError(f"{name}: key 'action' row {int(np.argmin(ok))} is not one-hot")
+    if "context_len" in ep and not 0 < int(ep["context_len"]) <= frames:
+        raise ValueError(f"{name}: context_len {int(ep['context_len'])} outside 1..{frames}")
+
+
+def save_episode(path: str | Path, ep: dict, compress: bool = True) -> Path:
+    """Validate `ep` and write it to `path` (.npz) atomically: a temporary file renamed into
+    place, so a crash never leaves a half-written episode (and an invalid one is never written)."""
+    path = Path(path)
+    ep = {k: np.asarray(v) for k, v in ep.items()}
+    validate_episode(ep, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # not *.npz: globs never see it
+    try:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+            (np.savez_compressed if compress else np.savez)(f, **ep)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_episode(path: str | Path, keys=None) -> dict:
+    """Read an episode (all keys, or only `keys`) fully into memory and check it. Any problem
+    (truncated or corrupt file, missing key, wrong shape) is a ValueError naming the file."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            names = set(data.files)
+            wanted = list(data.files) if keys is None else list(keys)
+            missing = [k for k in (REQUIRED if keys is None else wanted) if k not in names]
+            if missing:
+                raise ValueError(f"{path}: missing key(s) {missing}")
+            ep = {k: data[k] for k in wanted}  # reads every byte: zip CRCs catch corruption
+    except ValueError as e:
+        if str(path) in str(e):
+            raise
+        raise ValueError(f"{path}: unreadable episode file ({e})") from e
+    except Exception as e:  # BadZipFile, zlib.error, EOFError, OSError ...: all "unreadable"
+        raise ValueError(f"{path}: unreadable episode file ({type(e).__name__}: {e})") from e
+    if keys is None or all(k in ep for k in REQUIRED):
+        validate_episode(ep, str(path))
+    else:
+        _validate_subset(ep, str(path))
+    return ep
+
+
+def _validate_subset(ep: dict, name: str) -> None:
+    """validate_episode for a partial read: shapes and lengths only."""
+    stub = dict(ep)
+    first = next((v for k, v in ep.items() if k not in SCALARS), None)
+    if first is None:
+        return
+    for key, frame in (("image", np.zeros((1, 1, 3), np.uint8)), ("action", np.zeros(NUM_ACTIONS, np.uint8))):
+        stub.setdefault(key, np.repeat(frame[None], len(first), axis=0))
+    validate_episode(stub, name)
+
+
+class EpisodeRecorder:
+    """Collects an episode step by step: `EpisodeRecorder(first_obs)`, then `add(action, obs)`
+    for every step (the action taken and the observation it led to), then `episode()`."""
+
+    def __init__(self, first_obs: dict):
+        self.keys = [k for k in KEYS if k in first_obs and k != "action"] + \
+                    [k for k in first_obs if k not in KEYS]
+        self.frames = {k: [np.asarray(first_obs[k])] for k in self.keys}
+        self.actions: list[int] = []
+
+    def add(self, action: int, obs: dict) -> None:
+        self.actions.append(int(action))
+        for k in self.keys:
+            self.frames[k].append(np.asarray(obs[k]))
+
+    def __len__(self) -> int:
+        return len(self.actions) + 1
+
+    def episode(self) -> dict:
+        ep = {"image": np.stack(self.frames["image"]).astype(np.uint8), "action": index_to_onehot(self.actions)}
+        for k in self.keys:
+            if k != "image":
+                value = np.stack(self.frames[k])
+                ep[k] = value.astype(np.float32) if value.dtype.kind == "f" else value
+        return ep
