@@ -19,7 +19,7 @@ COMMANDS = {
     "eval": ("worldmodel.evaluate", "add_eval_arguments", "run_eval",
              "Memory Maze spatial retrieval / reasoning metrics (SSIM, PSNR, LPIPS) of checkpoints vs references"),
     "bench": ("worldmodel.bench", "add_arguments", "run",
-              "per-frame latency and state size against history length, ours vs full attention"),
+              "latency, memory, kernel and training-step benchmarks, ours vs full attention"),
 }
 
 

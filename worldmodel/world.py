@@ -132,6 +132,9 @@ class World:
             sl = slice(t, t + self.prefill_chunk)
             sigma = torch.zeros(1, x[:, sl].shape[1], device=self.device)
             _, state = self.model(x[:, sl], sigma, actions[:, sl], state)
+        # Copies: the state tensors are slices of the last prefill chunk's temporaries, which
+        # would otherwise stay alive (tens of MB) until the next step.
+        state = _unflatten({k: v.clone() for k, v in _flatten(state).items()})
         self._state, self._last, self.frames_seen = state, frames[-1].copy(), len(frames)
         return self._last.copy()
 
