@@ -17,10 +17,10 @@ import pytest
 
 from worldmodel.data.episodes import (EpisodeRecorder, actions_to_index, index_to_onehot,
                                       load_episode, save_episode, validate_episode)
-from worldmodel.data.generate import MANIFEST, generate_episodes
+from worldmodel.data.generate import MANIFEST, generate_episodes, make_episode
 from worldmodel.data.policies import (PathFollower, bfs_distances, cell_of, heading_error,
                                       shortest_path, steer)
-from worldmodel.data.trajectories import recall_distance
+from worldmodel.data.trajectories import explore_episode, recall_distance
 
 LENGTH = 40
 SEED = 123
@@ -201,9 +201,10 @@ def test_corrupt_files_are_named(generated, tmp_path):
 
 
 def test_actions_recorded_and_fast_env_identical():
-    """Drive to the target object (to exercise the activation check) with the fast env,
-    then replay the same actions with dm_control's original code: identical frames and
-    rewards, and the recorded one-hot actions match the actions taken."""
+    """Drive to the target object (to exercise the activation check) with the fast env (its
+    target check and persistent render camera), then replay the same actions with dm_control's
+    original code: identical frames and rewards, and the recorded one-hot actions match the
+    actions taken."""
     from worldmodel.data.env import MazeEnv
 
     taken, images, rewards = [], [], []
@@ -238,6 +239,23 @@ def test_actions_recorded_and_fast_env_identical():
             replay_rewards.append(obs["reward"])
     assert np.array_equal(np.stack(images), episode["image"])
     assert replay_rewards == rewards
+
+
+def test_reused_env_same_episode():
+    """An env reused across episodes (as generate-data does), even after an interrupted
+    episode, makes exactly the episode of a fresh env with that seed."""
+    from worldmodel.data.env import MazeEnv
+
+    with MazeEnv("9x9", seed=SEED) as env:  # fresh, never reseeded
+        fresh = explore_episode(env, 20, np.random.default_rng(SEED))
+    with MazeEnv("9x9", seed=SEED + 7) as env:
+        env.reset()
+        for action in (1, 1, 2, 4):  # another maze, left mid-episode
+            env.step(action)
+        reused = make_episode("9x9", SEED, 20, env=env)
+    assert fresh.keys() == reused.keys()
+    for key in fresh:
+        assert np.array_equal(fresh[key], reused[key]), key
 
 
 def test_revisit_episode(tmp_path):
