@@ -132,6 +132,7 @@ def train(args: argparse.Namespace) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     main = accelerator.is_main_process
 
+    torch.manual_seed(args.seed)  # the initial weights: a run is a function of its seed
     model = WorldModel(mcfg.to_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(0.9, 0.99), weight_decay=tcfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, tcfg.warmup_steps, tcfg.max_steps)
@@ -217,15 +218,17 @@ def train(args: argparse.Namespace) -> Path:
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
             accelerator.log(record, step=step)
-        if step % tcfg.ckpt_every == 0 or step == tcfg.max_steps or time.time() > deadline:
+        stop = time.time() > deadline or step == args.stop_at
+        if step % tcfg.ckpt_every == 0 or step == tcfg.max_steps or stop:
             checkpoint()
         if main and args.val_data and tcfg.sample_every and step % tcfg.sample_every == 0:
             sample_model = copy.deepcopy(raw)
             ema.copy_to(sample_model.parameters())
             save_sample(out / "samples" / f"step_{step:06d}.mp4", sample_model, args.val_data)
-        if time.time() > deadline:
+        if stop:
             if main:
-                bar.write(f"stopping at step {step}: --max-minutes {args.max_minutes} reached (checkpoint saved)")
+                why = f"--stop-at {args.stop_at}" if step == args.stop_at else f"--max-minutes {args.max_minutes}"
+                bar.write(f"stopping at step {step}: {why} reached (checkpoint saved; --resume continues)")
             break
     bar.close()
     if metrics:
@@ -256,6 +259,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--max-steps", type=int, help="override the preset's number of optimizer steps")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    p.add_argument("--stop-at", type=int, help="stop (with a checkpoint) at this step; the schedule still "
+                                                "runs to --max-steps, so --resume continues exactly")
     p.add_argument("--batch-size", type=int, help="clips per process per micro-step")
     p.add_argument("--grad-accum", type=int, help="micro-steps per optimizer step")
     p.add_argument("--clip-len", type=int, help="frames per clip (drops longer curriculum stages)")
