@@ -80,10 +80,10 @@ def test_train_export_and_exact_resume(episodes, tmp_path):
 
 
 def test_two_processes_under_accelerate_launch(episodes, tmp_path):
-    """The multi-GPU path (DDP) on two CPU processes (gloo): it trains and checkpoints once."""
+    """The multi-GPU launcher (torchrun + DDP) on two CPU processes: without CUDA, accelerate uses gloo."""
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "-m", "worldmodel.cli", "train", "--preset", "tiny", "--data", str(episodes), "--out", str(out),
            "--max-steps", "2", "--sample-every", "0", "--precision", "no"]

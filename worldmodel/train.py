@@ -123,8 +123,9 @@ def train(args: argparse.Namespace) -> Path:
     if args.clip_len is not None:
         tcfg.curriculum = [c for c in tcfg.curriculum if c[1] <= args.clip_len]
 
+    # cpu=True without CUDA: else two CPU processes under `accelerate launch` never join one group.
     accelerator = Accelerator(mixed_precision=args.precision, gradient_accumulation_steps=tcfg.grad_accum,
-                              cpu=args.cpu, log_with="tensorboard" if importlib.util.find_spec("tensorboard") else None,
+                              cpu=args.cpu or not torch.cuda.is_available(), log_with="tensorboard" if importlib.util.find_spec("tensorboard") else None,
                               project_dir=args.out)
     if accelerator.device.type == "cpu":  # share the cores between processes instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
