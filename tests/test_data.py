@@ -184,6 +184,8 @@ def test_corrupt_files_are_named(generated, tmp_path):
     assert "truncated.npz" in messages and "corrupt.npz" in messages
 
     ep = load_episode(good)
+    # a partial read is checked for what it holds (no 'action' or 'image' needed)
+    assert set(load_episode(good, keys=("agent_pos",))) == {"agent_pos"}
     np.savez(tmp_path / "wrong_shape.npz", **dict(ep, image=ep["image"][..., :2]))
     with pytest.raises(ValueError, match=r"wrong_shape\.npz.*'image'"):
         load_episode(tmp_path / "wrong_shape.npz")

@@ -22,7 +22,6 @@ import ctypes
 import gc
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -38,7 +37,7 @@ from . import ops
 from .config import PRESETS
 from .diffusion import FlowMatching
 from .model import WorldModel
-from .world import World, load_model, resolve_device
+from .world import World, device_name, load_model, resolve_device
 
 SECTIONS = ("stream", "memory", "kernels", "train")
 SKIP_NOTE = "skipped (quadratic prefill; see --causal-max-history)"
@@ -328,12 +327,6 @@ def bench_train(models: dict, args, dev: torch.device) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- run, report
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU"
-
-
 def run_bench(models: dict, args) -> dict:
     """Runs the chosen sections over `models` (name -> WorldModel; the first one's shapes are the
     kernels'). Returns everything bench.json holds."""

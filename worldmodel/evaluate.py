@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ import numpy as np
 import torch
 
 from .data.env import MAZE_SIZES
-from .world import DEFAULT_CHECKPOINT, World, load_world
+from .world import DEFAULT_CHECKPOINT, World, device_name, load_world
 
 PSNR_CAP_DB = 100.0
 REFERENCES = {
@@ -441,18 +440,6 @@ def _context_len(path: Path) -> int:
         return int(archive["context_len"])
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _mean(x: np.ndarray | None) -> float | None:
     return None if x is None or len(x) == 0 else float(np.mean(x))
 
@@ -659,7 +646,7 @@ def run_eval(args: argparse.Namespace) -> int:
                       steps=args.steps, seed=args.seed, episode_seeds=[p["seed"] for p in plan],
                       lpips_weights=args.lpips_weights, psnr_cap_db=PSNR_CAP_DB, data_range=1.0,
                       recall_bins=args.recall_bins, metrics="torchmetrics SSIM/PSNR per frame on [0, 1] floats"),
-        device=dict(name=_device_name(device), type=device.type, torch=torch.__version__,
+        device=dict(name=device_name(device), type=device.type, torch=torch.__version__,
                     threads=torch.get_num_threads()),
         summary=summary,
         recall_buckets=_recall_buckets(distance, pooled, args.recall_bins),

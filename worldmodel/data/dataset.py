@@ -11,6 +11,7 @@ own action at that frame; 0 for an episode's first frame).
 
 from __future__ import annotations
 
+import abc
 import warnings
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def _files(root_or_files) -> list[Path]:
     return [Path(f) for f in root_or_files]
 
 
-class _Clips(torch.utils.data.Dataset):
+class _Clips(torch.utils.data.Dataset, abc.ABC):
     """Clips of in-memory episodes. Without `samples_per_epoch`, index i is the i-th clip
     (episode by episode, start by start); with it, the dataset has that many items, each a clip
     drawn at random from (seed, epoch, index): reproducible, and new draws after set_epoch."""
@@ -65,8 +66,9 @@ class _Clips(torch.utils.data.Dataset):
         self._offsets = np.concatenate([[0], np.cumsum(counts)])
         self.num_clips = int(self._offsets[-1])
 
+    @abc.abstractmethod
     def _load(self, path: Path) -> dict:
-        raise NotImplementedError
+        """One file -> {"frames": uint8 (T, H, W, 3), "actions": int64 (T,), ...}; ValueError if bad."""
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -42,9 +42,10 @@ def actions_to_index(onehot) -> np.ndarray:
     return np.asarray(onehot).argmax(axis=-1).astype(np.int64)
 
 
-def validate_episode(ep: dict, name: str = "episode") -> None:
-    """Raise ValueError('{name}: ...') unless `ep` is a well-formed episode (see module doc)."""
-    missing = [k for k in REQUIRED if k not in ep]
+def validate_episode(ep: dict, name: str = "episode", partial: bool = False) -> None:
+    """Raise ValueError('{name}: ...') unless `ep` is a well-formed episode (see module doc);
+    `partial`: some keys were not read, so check only those present."""
+    missing = [] if partial else [k for k in REQUIRED if k not in ep]
     if missing:
         raise ValueError(f"{name}: missing key(s) {missing}")
     frames = None
@@ -67,14 +68,15 @@ def validate_episode(ep: dict, name: str = "episode") -> None:
             raise ValueError(f"{name}: key {key!r} has shape {value.shape}, expected ({shape})")
     if frames == 0:
         raise ValueError(f"{name}: no frames")
-    if np.asarray(ep["image"]).dtype != np.uint8:
+    if "image" in ep and np.asarray(ep["image"]).dtype != np.uint8:
         raise ValueError(f"{name}: key 'image' must be uint8, got {np.asarray(ep['image']).dtype}")
-    action = np.asarray(ep["action"])
-    ok = (((action == 0) | (action == 1)).all(axis=1)) & (action.sum(axis=1) == 1)
-    ok[0] |= not action[0].any()  # nothing led to the first frame
-    if not ok.all():
-        raise ValueError(f"{name}: key 'action' row {int(np.argmin(ok))} is not one-hot")
-    if "context_len" in ep and not 0 < int(ep["context_len"]) <= frames:
+    if "action" in ep:
+        action = np.asarray(ep["action"])
+        ok = (((action == 0) | (action == 1)).all(axis=1)) & (action.sum(axis=1) == 1)
+        ok[0] |= not action[0].any()  # nothing led to the first frame
+        if not ok.all():
+            raise ValueError(f"{name}: key 'action' row {int(np.argmin(ok))} is not one-hot")
+    if "context_len" in ep and frames is not None and not 0 < int(ep["context_len"]) <= frames:
         raise ValueError(f"{name}: context_len {int(ep['context_len'])} outside 1..{frames}")
 
 
@@ -115,22 +117,8 @@ def load_episode(path: str | Path, keys=None) -> dict:
         raise ValueError(f"{path}: unreadable episode file ({e})") from e
     except Exception as e:  # BadZipFile, zlib.error, EOFError, OSError ...: all "unreadable"
         raise ValueError(f"{path}: unreadable episode file ({type(e).__name__}: {e})") from e
-    if keys is None or all(k in ep for k in REQUIRED):
-        validate_episode(ep, str(path))
-    else:
-        _validate_subset(ep, str(path))
+    validate_episode(ep, str(path), partial=keys is not None)
     return ep
-
-
-def _validate_subset(ep: dict, name: str) -> None:
-    """validate_episode for a partial read: shapes and lengths only."""
-    stub = dict(ep)
-    first = next((v for k, v in ep.items() if k not in SCALARS), None)
-    if first is None:
-        return
-    for key, frame in (("image", np.zeros((1, 1, 3), np.uint8)), ("action", np.zeros(NUM_ACTIONS, np.uint8))):
-        stub.setdefault(key, np.repeat(frame[None], len(first), axis=0))
-    validate_episode(stub, name)
 
 
 class EpisodeRecorder:
