@@ -123,9 +123,13 @@ def test_eval_end_to_end(revisit, tmp_path):
     args = ["eval", "--checkpoints", "tiny", "other=tiny", "--episodes", str(folder), "--horizon", str(HORIZON),
             "--scale", "1", "--no-progress"]
     assert main([*args, "--videos", "1", "--out", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} == {"results.json", "results.md", "psnr.png", "videos"}
+    assert {p.name for p in out.iterdir()} == {"results.json", "results.md", "psnr.png", "rollouts.png", "videos"}
     assert [p.name for p in (out / "videos").iterdir()] == [paths[0].stem + ".mp4"]
     assert iio.imread(out / "videos" / (paths[0].stem + ".mp4")).shape[:1] == (HORIZON,)
+    sheet = iio.imread(out / "rollouts.png")  # ground truth, tiny, other; frames across, upscaled x2
+    assert sheet.shape == (3 * 128, min(12, HORIZON) * 128, 3)
+    context = int(np.load(paths[0])["context_len"])
+    assert np.array_equal(sheet[:128:2, :128:2], load_episode(paths[0])["image"][context])
     res = json.loads((out / "results.json").read_text())
     assert res["protocol"] == "retrieval"  # from the manifest's kind
     assert [m["name"] for m in res["models"]] == ["tiny", "other"] and res["models"][0]["params"] > 0

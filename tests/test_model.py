@@ -217,3 +217,20 @@ def test_tiny_loss_falls_on_moving_pattern():
         opt.step()
         losses.append(loss.item())
     assert np.mean(losses[-20:]) < 0.85 * np.mean(losses[:10])
+
+
+def test_fresh_model_repeats_the_previous_frame_and_streams_it_clean():
+    """The network predicts the change from the previous clean frame: with a zero output layer it
+    predicts that frame, and World.step conditions the next frame on the clean frame it returned."""
+    model = randomized("ours")
+    torch.nn.init.zeros_(model.out.weight)
+    torch.nn.init.zeros_(model.out.bias)
+    world = World(model, steps=2, seed=0)
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    assert np.array_equal(world.reset(frames, rng.integers(0, 6, 4)), frames[-1])
+    assert np.array_equal(world.step(1), frames[-1])  # nothing learned: nothing moves
+    model.out.bias.data.fill_(0.1)
+    out = world.step(1)
+    assert np.abs(out.astype(int) - np.clip(frames[-1] + 12.75, 0, 255).round()).max() <= 1
+    torch.testing.assert_close(world._state["prev"][0, 0], torch.from_numpy(out).float() / 127.5 - 1, atol=1 / 127, rtol=0)

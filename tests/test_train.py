@@ -92,3 +92,30 @@ def test_two_processes_under_accelerate_launch(episodes, tmp_path):
     run_config = json.loads((out / "run_config.json").read_text())
     assert run_config["processes"] == 2
     assert json.loads((out / "checkpoint" / "trainer_state.json").read_text())["step"] == 2
+
+
+def test_warm_start_into_grown_model_computes_the_same(tmp_path):
+    """--init-from a checkpoint without the previous-frame input: the grown patch embedding starts
+    with zeros for the new inputs, so the network adds to the previous frame what the source predicted."""
+    import torch
+
+    from worldmodel.config import get_preset
+    from worldmodel.model import WorldModel
+    from worldmodel.train import warm_start
+
+    cfg = get_preset("tiny").model.to_dict()
+    torch.manual_seed(0)
+    source = WorldModel({**cfg, "prev_frame_input": False})
+    for p in source.parameters():  # non-zero everywhere, unlike adaLN-Zero's fresh init
+        torch.nn.init.normal_(p, std=0.05)
+    source.save_pretrained(tmp_path / "src")
+    grown = WorldModel(cfg)
+    assert warm_start(grown, tmp_path / "src") == ["patch_embed.weight"]
+    x, sigma, a = torch.randn(2, 5, 64, 64, 3), torch.rand(2, 5), torch.randint(0, 6, (2, 5))
+    with torch.no_grad():
+        want, _ = source(x, sigma, a)
+        got, _ = grown(x, sigma, a)
+    prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)
+    torch.testing.assert_close(got, want + prev)
+    with pytest.raises(ValueError, match="cannot initialise"):
+        warm_start(WorldModel({**cfg, "d_model": 16, "n_heads": 2}), tmp_path / "src")

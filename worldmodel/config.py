@@ -19,6 +19,11 @@ class ModelConfig:
     frame_size: int = 64  # H = W of the frames (or latents) the network sees
     in_channels: int = 3
     patch_size: int = 8  # token grid = (frame_size / patch_size)^2
+    # Each frame sees the previous clean frame (its patches concatenated, as DIAMOND and GameNGen
+    # condition) and the network predicts the change from it, so "nothing moved" is the zero
+    # output and what stays still is copied sharp. Measured: without it, 2,100 CPU steps never
+    # learned to copy the last frame (teacher-forced PSNR 22.0 dB at s=1, blurry patches).
+    prev_frame_input: bool = True
     d_model: int = 256
     n_layers: int = 8
     n_heads: int = 4  # attention heads
@@ -94,6 +99,7 @@ class TrainConfig:
     grad_accum: int = 1
     ema_decay: float = 0.999
     prefix_prob: float = 0.5  # long-context training: clean prefix half of the time
+    self_prev_prob: float = 0.5  # clips whose previous-frame input is the model's own prediction
     # Curriculum: [[step, clip_len], ...] -- clip length switches at those steps.
     curriculum: list = field(default_factory=list)
     val_every: int = 250

@@ -83,6 +83,19 @@ def tile(rows: list[np.ndarray], scale: int = 4) -> np.ndarray:
     return wide.repeat(scale, axis=1).repeat(scale, axis=2)
 
 
+def contact_sheet(episodes: list[list[np.ndarray]], columns: int = 12, scale: int = 2, gap: int = 4) -> np.ndarray:
+    """One still image to look at: per episode one row per sequence (ground truth, then each model),
+    `columns` evenly spaced frames across the horizon, a white gap between episodes. uint8 (H, W, 3)."""
+    blocks = []
+    for rows in episodes:
+        t = min(len(r) for r in rows)
+        pick = np.unique(np.linspace(0, t - 1, min(columns, t)).round().astype(int))
+        block = np.concatenate([np.concatenate(list(r[pick]), axis=1) for r in rows], axis=0)
+        blocks += [block, np.full((gap, block.shape[1], 3), 255, np.uint8)]
+    sheet = np.concatenate(blocks[:-1], axis=0)
+    return sheet.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
 def label_strip(labels: Sequence[str], width: int, height: int = 16) -> np.ndarray:
     """A black strip (height, width*len(labels), 3) uint8 with one white label per column."""
     from PIL import Image, ImageDraw, ImageFont
@@ -562,7 +575,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """Entry point of `worldmodel eval`: writes results.json, results.md, psnr.png and videos/."""
+    """Entry point of `worldmodel eval`: writes results.json, results.md, psnr.png, rollouts.png
+    (ground truth above each model, for the first --videos episodes) and videos/."""
     from tqdm import tqdm
 
     from .data.episodes import actions_to_index, load_episode
@@ -591,7 +605,7 @@ def run_eval(args: argparse.Namespace) -> int:
         distance = recall_distance(ep["agent_pos"], ep["agent_dir"], context)[:horizon]
         plan.append(dict(path=path, seed=args.seed + i, context=context, horizon=horizon, distance=distance))
 
-    episodes, timing = [], {n: 0.0 for n in worlds}
+    episodes, timing, sheet = [], {n: 0.0 for n in worlds}, []
     bar = tqdm(total=sum(p["horizon"] for p in plan) * len(worlds), unit="frame", desc=f"eval {protocol}",
                disable=args.no_progress, dynamic_ncols=True)
     for i, p in enumerate(plan):
@@ -612,6 +626,7 @@ def run_eval(args: argparse.Namespace) -> int:
                              metrics={n: {k: None if v is None else v.tolist() for k, v in m.items()}
                                       for n, m in metrics.items()}))
         if i < args.videos:
+            sheet.append([truth, *(preds[n] for n in worlds)])
             write_video(out / "videos" / f"{p['path'].stem}.mp4", [truth, *(preds[n] for n in worlds)],
                         scale=args.scale, labels=["ground truth", *worlds])
     bar.close()
@@ -657,8 +672,12 @@ def run_eval(args: argparse.Namespace) -> int:
     (out / "results.json").write_text(json.dumps(res, indent=1, allow_nan=False) + "\n")
     (out / "results.md").write_text(_markdown(res))
     _plot(out / "psnr.png", res)
+    if sheet:
+        import imageio.v3 as iio
+
+        iio.imwrite(out / "rollouts.png", contact_sheet(sheet))
     best = summary["all"]
     print(" | ".join(f"{n}: SSIM {_fmt(m['ssim'], 3)} PSNR {_fmt(m['psnr'], 2)} dB" for n, m in best.items()))
     print(f"results in {out}/ (results.json, results.md, psnr.png"
-          + (f", {min(args.videos, len(plan))} video(s) in videos/)" if args.videos > 0 else ")"))
+          + (f", rollouts.png, {min(args.videos, len(plan))} video(s) in videos/)" if args.videos > 0 else ")"))
     return 0

@@ -4,7 +4,9 @@ frames (B, T, H, W, C) -> patches -> tokens (B, T, G, G, d), laid out space-majo
 (all tokens of frame t before those of frame t+1), so everything is causal in time.
 Each layer is an AdaLN block [block-wise SSM -> frame-local attention -> MLP], modulated by one
 conditioning vector per frame: the embedding of that frame's noise level plus its action.
-The output is the predicted clean frame for every frame (see diffusion.py for why not the velocity).
+Each frame's patches are concatenated with the previous clean frame's, and the output is that
+frame plus the predicted change: the predicted clean frame (see diffusion.py for why not the
+velocity; ``ModelConfig.prev_frame_input`` for why the previous frame).
 
 The paper's baselines are switches of this same code (``ModelConfig.variant``):
   ours          block-wise SSM (block size per layer) + frame-local attention over k frames
@@ -95,7 +97,7 @@ class WorldModel(ModelMixin, ConfigMixin):
         super().__init__()
         cfg = self.cfg = ModelConfig(**(config or {}))
         d, p = cfg.d_model, cfg.patch_size
-        self.patch_embed = nn.Linear(p * p * cfg.in_channels, d)
+        self.patch_embed = nn.Linear(p * p * cfg.in_channels * (2 if cfg.prev_frame_input else 1), d)
         self.pos_embed = nn.Parameter(torch.randn(cfg.tokens_per_frame, d) * 0.02)
         self.sigma_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.sigma_embed = TimestepEmbedding(256, d)
@@ -114,7 +116,11 @@ class WorldModel(ModelMixin, ConfigMixin):
     # -- state -------------------------------------------------------------------------------
     def init_state(self, batch: int, device=None, dtype=torch.float32) -> dict:
         """The recurrent state before any frame: per layer, SSM state per block and an empty KV window."""
-        return {str(i): blk.init_state(batch, self.cfg.tokens_per_frame, device, dtype) for i, blk in enumerate(self.blocks)}
+        state = {str(i): blk.init_state(batch, self.cfg.tokens_per_frame, device, dtype) for i, blk in enumerate(self.blocks)}
+        if self.cfg.prev_frame_input:  # the newest clean frame (zeros before the first)
+            c = self.cfg
+            state["prev"] = torch.zeros(batch, 1, c.frame_size, c.frame_size, c.in_channels, device=device, dtype=dtype)
+        return state
 
     # -- patches -----------------------------------------------------------------------------
     def patchify(self, x):
@@ -133,17 +139,28 @@ class WorldModel(ModelMixin, ConfigMixin):
         c = self.sigma_embed(self.sigma_proj(sigma.reshape(-1) * 1000).to(self.pos_embed.dtype)).reshape(B, T, -1)
         return c + self.action_embed(action)
 
-    def forward(self, x, sigma, action, state: dict | None = None):
+    def forward(self, x, sigma, action, state: dict | None = None, prev=None):
         """x: (B, T, H, W, C) noisy frames; sigma: (B, T) their noise levels; action: (B, T) ints
         (or (B, T, action_dim) floats); state: from ``init_state`` or a previous call, None = fresh.
+        prev: (B, T, H, W, C) the clean frame before each frame; None = the state's newest frame,
+        then x's own frames (right when x is clean, as in a prefill; a sampler overwrites
+        ``state["prev"]`` with the clean frame it committed).
         Returns the predicted clean frames (B, T, H, W, C) and the state after these T frames."""
         B, T = x.shape[:2]
-        h = self.patch_embed(self.patchify(x)) + self.pos_embed.reshape(1, 1, self.cfg.grid, self.cfg.grid, -1)
-        c = self.condition(sigma, action)
         state = state or {}
         new_state = {}
+        patches = self.patchify(x)
+        if self.cfg.prev_frame_input:
+            if prev is None:
+                first = state.get("prev")
+                first = torch.zeros_like(x[:, :1]) if first is None else first.to(x.dtype)
+                prev = torch.cat([first, x[:, :-1]], dim=1)
+            patches = torch.cat([patches, self.patchify(prev)], dim=-1)
+            new_state["prev"] = x[:, -1:]
+        h = self.patch_embed(patches) + self.pos_embed.reshape(1, 1, self.cfg.grid, self.cfg.grid, -1)
+        c = self.condition(sigma, action)
         for i, blk in enumerate(self.blocks):
             h, new_state[str(i)] = blk(h, c, state.get(str(i), {}))
         shift, scale = self.final_ada(c)[:, :, None, None, :].chunk(2, dim=-1)
-        out = self.out(modulate(self.final_norm(h), shift, scale))
-        return self.unpatchify(out), new_state
+        out = self.unpatchify(self.out(modulate(self.final_norm(h), shift, scale)))
+        return (out + prev if self.cfg.prev_frame_input else out), new_state

@@ -76,6 +76,27 @@ def _atomic_checkpoint(out: Path, model, ema, optimizer, scheduler, state: dict)
     shutil.rmtree(old, ignore_errors=True)
 
 
+def warm_start(model: WorldModel, source: str | Path) -> list[str]:
+    """Initialise from another checkpoint's weights (fine-tuning). A tensor that grew (e.g. the patch
+    embedding when inputs were added) gets the old values in its leading slice and zeros elsewhere,
+    so the added inputs change nothing until training moves them. Returns the grown names."""
+    src = WorldModel.from_pretrained(str(source)).state_dict()
+    grown, own = [], model.state_dict()
+    for name, t in own.items():
+        if name not in src:
+            raise ValueError(f"{source} has no tensor {name}: not a warm start for this architecture")
+        old = src[name]
+        if old.shape != t.shape:
+            if old.dim() != t.dim() or any(o > n for o, n in zip(old.shape, t.shape)):
+                raise ValueError(f"{name}: {tuple(old.shape)} in {source} cannot initialise {tuple(t.shape)}")
+            t.zero_()
+            t[tuple(slice(0, o) for o in old.shape)] = old
+            grown.append(name)
+        else:
+            t.copy_(old)
+    return grown
+
+
 def _find_checkpoint(out: Path) -> Path | None:
     for name in ("checkpoint", "checkpoint.old"):  # .old survives a crash between the two renames
         if (out / name / "trainer_state.json").exists():
@@ -140,6 +161,11 @@ def train(args: argparse.Namespace) -> Path:
     ema = EMAModel(model.parameters(), decay=tcfg.ema_decay, use_ema_warmup=True, power=3 / 4)
     step = 0
     ckpt = _find_checkpoint(out) if args.resume else None
+    if args.init_from and ckpt is None:
+        grown = warm_start(model, args.init_from)
+        ema = EMAModel(model.parameters(), decay=tcfg.ema_decay, use_ema_warmup=True, power=3 / 4)
+        if accelerator.is_main_process:
+            print(f"initialised from {args.init_from}" + (f" (grown: {', '.join(grown)})" if grown else ""))
     if ckpt is not None:
         state = json.loads((ckpt / "trainer_state.json").read_text())
         if state["model_config"] != mcfg.to_dict():
@@ -157,7 +183,7 @@ def train(args: argparse.Namespace) -> Path:
     if accelerator.trackers:
         accelerator.init_trackers("worldmodel")
 
-    flow = FlowMatching(prefix_prob=tcfg.prefix_prob)
+    flow = FlowMatching(prefix_prob=tcfg.prefix_prob, self_prev_prob=tcfg.self_prev_prob)
     val_set = _clip_dataset(args.val_data, tcfg.clip_len, seed=1) if args.val_data else None
     n_params = sum(p.numel() for p in raw.parameters())
     if main:
@@ -258,6 +284,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--val-data", help="folder of held-out episodes for validation loss and sample videos")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, samples)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--init-from", help="start from this checkpoint folder's weights (fine-tuning; a fresh "
+                                         "optimizer and schedule); ignored when --resume finds a checkpoint")
     p.add_argument("--max-steps", type=int, help="override the preset's number of optimizer steps")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     p.add_argument("--stop-at", type=int, help="stop (with a checkpoint) at this step; the schedule still "

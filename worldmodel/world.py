@@ -163,12 +163,15 @@ class World:
         for t, s in zip(self.scheduler.timesteps, self.scheduler.sigmas):
             x0, _ = self.model(x, s.reshape(1, 1), a, self._state)
             x = self.scheduler.step(self.flow.velocity(x, x0, s), t, x).prev_sample
+        x = x.clamp(-1, 1)  # a frame: pixel values in range, before it is committed and conditioned on
         commit = torch.full((1, 1), self.commit_sigma, device=self.device)
         if self.commit_sigma > 0:
             x_commit = self.flow.add_noise(x, commit, torch.randn(x.shape, device=self.device, generator=self.generator))
         else:
             x_commit = x
         _, self._state = self.model(x_commit, commit, a, self._state)  # commit the frame
+        if "prev" in self._state:  # the next frame is conditioned on this one, clean
+            self._state["prev"] = x
         self._last = frames_from_model(x[0, 0]).cpu().numpy()
         self.frames_seen += 1
         return self._last.copy()
