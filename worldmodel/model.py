@@ -117,8 +117,8 @@ class WorldModel(ModelMixin, ConfigMixin):
     def init_state(self, batch: int, device=None, dtype=torch.float32) -> dict:
         """The recurrent state before any frame: per layer, SSM state per block and an empty KV window."""
         state = {str(i): blk.init_state(batch, self.cfg.tokens_per_frame, device, dtype) for i, blk in enumerate(self.blocks)}
-        if self.cfg.prev_frame_input:  # the newest clean frame (zeros before the first)
-            c = self.cfg
+        c = self.cfg
+        if c.prev_frame_input:  # the newest clean frame (zeros before the first)
             state["prev"] = torch.zeros(batch, 1, c.frame_size, c.frame_size, c.in_channels, device=device, dtype=dtype)
         return state
 

@@ -158,14 +158,13 @@ def train(args: argparse.Namespace) -> Path:
     model = WorldModel(mcfg.to_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(0.9, 0.99), weight_decay=tcfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, tcfg.warmup_steps, tcfg.max_steps)
-    ema = EMAModel(model.parameters(), decay=tcfg.ema_decay, use_ema_warmup=True, power=3 / 4)
     step = 0
     ckpt = _find_checkpoint(out) if args.resume else None
     if args.init_from and ckpt is None:
         grown = warm_start(model, args.init_from)
-        ema = EMAModel(model.parameters(), decay=tcfg.ema_decay, use_ema_warmup=True, power=3 / 4)
         if accelerator.is_main_process:
             print(f"initialised from {args.init_from}" + (f" (grown: {', '.join(grown)})" if grown else ""))
+    ema = EMAModel(model.parameters(), decay=tcfg.ema_decay, use_ema_warmup=True, power=3 / 4)  # after any warm start
     if ckpt is not None:
         state = json.loads((ckpt / "trainer_state.json").read_text())
         if state["model_config"] != mcfg.to_dict():
