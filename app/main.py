@@ -209,7 +209,7 @@ def build_demo(world, sessions, args: argparse.Namespace):
 
     from .session import EnvsBusy, RealEnv, Session, look_around
 
-    model, device = world.model, world.device
+    model, device, codec = world.model, world.device, world.codec  # shared read-only; each session its own state
     size = world.frame_shape[0] * args.scale
 
     def adopt(request: gr.Request, session: Session) -> None:
@@ -222,7 +222,7 @@ def build_demo(world, sessions, args: argparse.Namespace):
         return _view_html(step, size), _status_html(session), _plot_html(session)
 
     def new_session(seed: int) -> Session:
-        return Session(World(model, steps=args.steps, device=device, seed=seed), fps=args.fps,
+        return Session(World(model, steps=args.steps, device=device, seed=seed, codec=codec), fps=args.fps,
                        max_record=args.max_record)
 
     def start_env(maze, seed, compare, request: gr.Request):

@@ -119,3 +119,38 @@ def test_warm_start_into_grown_model_computes_the_same(tmp_path):
     torch.testing.assert_close(got, want + prev)
     with pytest.raises(ValueError, match="cannot initialise"):
         warm_start(WorldModel({**cfg, "d_model": 16, "n_heads": 2}), tmp_path / "src")
+
+
+def test_latent_model_trains_exports_and_plays_with_its_autoencoder(episodes, tmp_path):
+    """train-vae -> train --vae (latents cached per autoencoder) -> export carries vae/ -> World
+    takes and returns 64x64 frames while the model works on 8x8 latents."""
+    from worldmodel import load_world
+    from worldmodel.vae import FrameCodec
+
+    vae_run = tmp_path / "vae"
+    assert main(["train-vae", "--size", "tiny", "--data", str(episodes), "--out", str(vae_run), "--steps", "2",
+                 "--ckpt-every", "2", "--batch-size", "4", "--precision", "no"]) == 0
+    codec = FrameCodec.from_pretrained(vae_run / "checkpoint" / "vae")
+    assert codec.latent_shape == (8, 8, 4) and codec.scale != 1.0  # latent statistics were measured and stored
+    with pytest.raises(ValueError, match="pass --vae"):
+        main(["train", "--preset", "tiny-latent", "--data", str(episodes), "--out", str(tmp_path / "x"), "--precision", "no"])
+
+    run = tmp_path / "latent"
+    assert main(["train", "--preset", "tiny-latent", "--vae", str(vae_run / "checkpoint" / "vae"), "--data", str(episodes),
+                 "--out", str(run), "--max-steps", "2", "--sample-every", "0", "--precision", "no"]) == 0
+    cached = sorted((episodes / "latents" / codec.fingerprint).glob("*.npy"))
+    assert len(cached) == 2 and np.load(cached[0]).shape == (24, 8, 8, 4)
+    dest = tmp_path / "ckpt"
+    assert main(["export", str(run), str(dest)]) == 0
+    assert (dest / "vae" / "config.json").is_file()
+
+    world = load_world(str(dest), device="cpu")
+    assert world.codec is not None and world.frame_shape == (64, 64, 3)
+    frames = np.load(episodes / "ep_00000000.npz")["image"][:4]
+    assert world.reset(frames, [0, 1, 1, 2]).shape == (64, 64, 3)
+    snap = world.snapshot()
+    first = world.step(1)
+    assert first.shape == (64, 64, 3) and first.dtype == np.uint8
+    assert snap["state.prev"].shape == (1, 1, 8, 8, 4)  # the state holds latents, not pixels
+    world.restore(snap)
+    assert (world.step(1) == first).all()

@@ -12,6 +12,8 @@ COMMANDS = {
     "generate-data": ("worldmodel.data.generate", "add_arguments", "run",
                       "generate Memory Maze episodes from the real environment"),
     "train": ("worldmodel.train", "add_arguments", "run", "train a world model with accelerate (CPU, one GPU or several)"),
+    "train-vae": ("worldmodel.vae", "add_arguments", "run",
+                  "train the frame autoencoder (diffusers AutoencoderKL) the latent world model works in"),
     "export": ("worldmodel.train", "add_export_arguments", "run_export",
                "copy a training run's EMA weights into a shippable checkpoint folder"),
     "rollout": ("worldmodel.evaluate", "add_rollout_arguments", "run_rollout",

@@ -23,7 +23,8 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 
 class FlowMatching:
-    def __init__(self, prefix_prob: float = 0.5, shift: float = 1.0, prev_noise: float = 0.2, self_prev_prob: float = 0.0):
+    def __init__(self, prefix_prob: float = 0.5, shift: float = 1.0, prev_noise: float = 0.2, self_prev_prob: float = 0.0,
+                 frame_range: float | None = 1.0):
         # The clean previous frame each frame is conditioned on is, when streaming, the model's own
         # imperfect frame. So in training it gets a noise level drawn from [0, prev_noise], and with
         # probability self_prev_prob per clip it is replaced by the model's own (detached) prediction
@@ -31,6 +32,7 @@ class FlowMatching:
         # learns to correct its own errors, and 16-frame rollouts drift (measured: dark, blue-tinted).
         self.prefix_prob, self.shift = prefix_prob, shift
         self.prev_noise, self.self_prev_prob = prev_noise, self_prev_prob
+        self.frame_range = frame_range  # pixels lie in [-1, 1]; latents are unbounded (None)
 
     def training_sigmas(self, batch: int, frames: int, device=None, generator=None):
         """Noise level per frame (B, T) and the mask of frames that count in the loss."""
@@ -69,7 +71,9 @@ class FlowMatching:
                 with torch.no_grad():
                     first, _ = model(x[own], sigma[own], action[own], prev=prev[own])
                 prev = prev.clone()
-                prev[own, 1:] = first[:, :-1].clamp(-1, 1).to(prev.dtype)
+                if self.frame_range is not None:
+                    first = first.clamp(-self.frame_range, self.frame_range)
+                prev[own, 1:] = first[:, :-1].to(prev.dtype)
         pred, _ = model(x, sigma, action, prev=prev)
         per_frame = (pred.float() - x0.float()).pow(2).mean(dim=(2, 3, 4))
         return (per_frame * scored).sum() / scored.sum().clamp(min=1)

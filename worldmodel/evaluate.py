@@ -615,7 +615,7 @@ def run_eval(args: argparse.Namespace) -> int:
         truth = frames[context:context + horizon]
         preds = {}
         for name, base in worlds.items():
-            world = World(base.model, steps=args.steps, device=base.device, seed=p["seed"])
+            world = World(base.model, steps=args.steps, device=base.device, seed=p["seed"], codec=base.codec)
             t0 = time.perf_counter()
             preds[name] = rollout_episode(world, frames, actions, context, horizon, progress=bar.update)
             timing[name] += time.perf_counter() - t0

@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 from .config import PRESETS, VARIANTS, get_preset
 from .diffusion import FlowMatching
 from .model import WorldModel
-from .world import frames_to_model
+from .vae import FrameCodec
+from .world import frames_to_model, load_codec
 
 
 def _seed(*parts: int) -> int:
@@ -48,16 +49,40 @@ def make_batch(dataset, batch_size: int, seed: int, step: int, micro: int, rank:
     items = [dataset[int(i)] for i in rng.integers(len(dataset), size=batch_size)]
     frames = torch.stack([it["frames"] for it in items]).to(device)
     actions = torch.stack([it["actions"] for it in items]).to(device)
-    return frames_to_model(frames), actions
+    x = frames_to_model(frames) if frames.dtype == torch.uint8 else frames.float()  # pixels, or cached latents
+    return x, actions
 
 
-def _clip_dataset(root, clip_len: int, seed: int):
+def _clip_dataset(root, clip_len: int, seed: int, codec: FrameCodec | None = None):
     from .data.dataset import ClipDataset
 
-    return ClipDataset(root, clip_len, seed=seed, samples_per_epoch=10**9, skip_corrupt=True)
+    dataset = ClipDataset(root, clip_len, seed=seed, samples_per_epoch=10**9, skip_corrupt=True)
+    if codec is not None:
+        for path, ep in zip(dataset.files, dataset.episodes):
+            ep["frames"] = cached_latents(path, ep["frames"], codec)
+    return dataset
 
 
-def _atomic_checkpoint(out: Path, model, ema, optimizer, scheduler, state: dict) -> None:
+def cached_latents(path: Path, frames: np.ndarray, codec: FrameCodec) -> np.ndarray:
+    """An episode's latents (T, h, w, c) float16, encoded once per autoencoder and cached beside
+    the episode in latents/<hash of the autoencoder's weights>/: a latent model then trains as
+    fast as it would on pre-encoded data, and another autoencoder never reads stale latents."""
+    cache = Path(path).parent / "latents" / codec.fingerprint / (Path(path).stem + ".npy")
+    if cache.exists():
+        z = np.load(cache, allow_pickle=False)
+        if z.shape == (len(frames), *codec.latent_shape):
+            return z
+    with torch.autocast(codec.device.type, dtype=torch.bfloat16):
+        z = torch.cat([codec.encode(frames_to_model(torch.from_numpy(frames[i:i + 256]).to(codec.device)))
+                       for i in range(0, len(frames), 256)]).cpu().numpy().astype(np.float16)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npy")
+    np.save(tmp, z)
+    tmp.rename(cache)
+    return z
+
+
+def _atomic_checkpoint(out: Path, model, ema, optimizer, scheduler, state: dict, codec: FrameCodec | None = None) -> None:
     tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp / "model")
@@ -65,6 +90,8 @@ def _atomic_checkpoint(out: Path, model, ema, optimizer, scheduler, state: dict)
     ema.copy_to(model.parameters())
     model.save_pretrained(tmp / "ema")
     ema.restore(model.parameters())
+    if codec is not None:  # a latent model's checkpoint carries its autoencoder (what load_world reads)
+        codec.vae.save_pretrained(tmp / "ema" / "vae")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(ema.state_dict(), tmp / "ema_state.pt")
@@ -118,7 +145,7 @@ def validation_loss(model, flow: FlowMatching, dataset, batches: int, batch_size
     return total / batches
 
 
-def save_sample(path: Path, model, episode_dir, context: int = 16, horizon: int = 16, steps: int = 4) -> None:
+def save_sample(path: Path, model, episode_dir, context: int = 16, horizon: int = 16, steps: int = 4, codec=None) -> None:
     from .evaluate import rollout_episode, write_video
     from .world import World
     from .data.episodes import load_episode, actions_to_index
@@ -127,7 +154,7 @@ def save_sample(path: Path, model, episode_dir, context: int = 16, horizon: int 
     if not files:
         return
     ep = load_episode(files[0], keys=("image", "action"))
-    world = World(model, steps=steps, device=next(model.parameters()).device)
+    world = World(model, steps=steps, device=next(model.parameters()).device, codec=codec)
     gen = rollout_episode(world, ep["image"], actions_to_index(ep["action"]), context, horizon)
     write_video(path, [ep["image"][context:context + horizon], gen], fps=8)
 
@@ -144,6 +171,16 @@ def train(args: argparse.Namespace) -> Path:
     if args.clip_len is not None:
         tcfg.curriculum = [c for c in tcfg.curriculum if c[1] <= args.clip_len]
 
+    codec = None
+    if args.vae:
+        codec = load_codec(args.vae) or FrameCodec.from_pretrained(args.vae)  # a checkpoint folder, or the vae itself
+        if codec.latent_shape != (mcfg.frame_size, mcfg.frame_size, mcfg.in_channels):
+            raise ValueError(f"--vae {args.vae} makes {codec.latent_shape} latents; preset {args.preset} works on "
+                             f"{(mcfg.frame_size, mcfg.frame_size, mcfg.in_channels)}")
+    elif (mcfg.frame_size, mcfg.in_channels) != (64, 3):
+        raise ValueError(f"preset {args.preset} works on {mcfg.frame_size}x{mcfg.frame_size}x{mcfg.in_channels} latents: "
+                         "pass --vae (an autoencoder from `worldmodel train-vae`)")
+
     # cpu=True without CUDA: else two CPU processes under `accelerate launch` never join one group.
     accelerator = Accelerator(mixed_precision=args.precision, gradient_accumulation_steps=tcfg.grad_accum,
                               cpu=args.cpu or not torch.cuda.is_available(), log_with="tensorboard" if importlib.util.find_spec("tensorboard") else None,
@@ -154,6 +191,8 @@ def train(args: argparse.Namespace) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     main = accelerator.is_main_process
 
+    if codec is not None:
+        codec.to(accelerator.device)
     torch.manual_seed(args.seed)  # the initial weights: a run is a function of its seed
     model = WorldModel(mcfg.to_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(0.9, 0.99), weight_decay=tcfg.weight_decay)
@@ -182,8 +221,9 @@ def train(args: argparse.Namespace) -> Path:
     if accelerator.trackers:
         accelerator.init_trackers("worldmodel")
 
-    flow = FlowMatching(prefix_prob=tcfg.prefix_prob, self_prev_prob=tcfg.self_prev_prob)
-    val_set = _clip_dataset(args.val_data, tcfg.clip_len, seed=1) if args.val_data else None
+    flow = FlowMatching(prefix_prob=tcfg.prefix_prob, self_prev_prob=tcfg.self_prev_prob,
+                        frame_range=None if codec is not None else 1.0)
+    val_set = _clip_dataset(args.val_data, tcfg.clip_len, seed=1, codec=codec) if args.val_data else None
     n_params = sum(p.numel() for p in raw.parameters())
     if main:
         print(f"{args.preset}/{mcfg.variant}: {n_params / 1e6:.2f}M params, {accelerator.num_processes} process(es) "
@@ -204,12 +244,12 @@ def train(args: argparse.Namespace) -> Path:
         if main:
             _atomic_checkpoint(out, raw, ema, optimizer, scheduler, {
                 "step": step, "preset": args.preset, "model_config": mcfg.to_dict(),
-                "wall_seconds": time.time() - t_start, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+                "wall_seconds": time.time() - t_start, "time": time.strftime("%Y-%m-%d %H:%M:%S")}, codec)
 
     while step < tcfg.max_steps:
         if tcfg.clip_len_at(step) != clip_len:
             clip_len = tcfg.clip_len_at(step)
-            dataset = _clip_dataset(args.data, clip_len, seed=args.seed)
+            dataset = _clip_dataset(args.data, clip_len, seed=args.seed, codec=codec)
         model.train()
         for micro in range(tcfg.grad_accum):
             x, a = make_batch(dataset, tcfg.batch_size, args.seed, step, micro, accelerator.process_index, accelerator.device)
@@ -250,7 +290,7 @@ def train(args: argparse.Namespace) -> Path:
         if main and args.val_data and tcfg.sample_every and step % tcfg.sample_every == 0:
             sample_model = copy.deepcopy(raw)
             ema.copy_to(sample_model.parameters())
-            save_sample(out / "samples" / f"step_{step:06d}.mp4", sample_model, args.val_data)
+            save_sample(out / "samples" / f"step_{step:06d}.mp4", sample_model, args.val_data, codec=codec)
         if stop:
             if main:
                 why = f"--stop-at {args.stop_at}" if step == args.stop_at else f"--max-minutes {args.max_minutes}"
@@ -271,7 +311,10 @@ def export(run: str | Path, dest: str | Path) -> Path:
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for f in (ckpt / "ema").iterdir():
-        shutil.copy2(f, dest / f.name)
+        if f.is_dir():  # vae/
+            shutil.copytree(f, dest / f.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(f, dest / f.name)
     shutil.copy2(ckpt / "trainer_state.json", dest / "trainer_state.json")
     return dest
 
@@ -285,6 +328,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--init-from", help="start from this checkpoint folder's weights (fine-tuning; a fresh "
                                          "optimizer and schedule); ignored when --resume finds a checkpoint")
+    p.add_argument("--vae", help="autoencoder folder (from `worldmodel train-vae`) for presets that work on latents")
     p.add_argument("--max-steps", type=int, help="override the preset's number of optimizer steps")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     p.add_argument("--stop-at", type=int, help="stop (with a checkpoint) at this step; the schedule still "

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from .config import NUM_ACTIONS, PRESETS, get_preset
 from .diffusion import FlowMatching
 from .model import WorldModel
+from .vae import FrameCodec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPO_ROOT / "checkpoints"
@@ -112,10 +113,16 @@ class World:
     """A running world: the model, its recurrent state and the sampler."""
 
     def __init__(self, model: WorldModel, steps: int = 4, device: str | torch.device = "cpu", seed: int = 0,
-                 prefill_chunk: int = 64, commit_sigma: float = 0.25):
+                 prefill_chunk: int = 64, commit_sigma: float = 0.25, codec: FrameCodec | None = None):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.cfg = model.cfg
+        # A latent model works on the autoencoder's latents: frames are encoded on the way in and
+        # decoded on the way out; without a codec the model works on pixels.
+        self.codec = codec.to(self.device) if codec is not None else None
+        if codec is not None and codec.latent_shape != (self.cfg.frame_size, self.cfg.frame_size, self.cfg.in_channels):
+            raise ValueError(f"the autoencoder's latents are {codec.latent_shape} but the model works on "
+                             f"{(self.cfg.frame_size, self.cfg.frame_size, self.cfg.in_channels)}")
         # Generated frames are committed to the state at this noise level: the model was trained
         # on noisy context (diffusion forcing), and a little noise hides its own artefacts.
         self.steps, self.prefill_chunk, self.commit_sigma = steps, prefill_chunk, commit_sigma
@@ -129,7 +136,17 @@ class World:
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
+        """(H, W, 3) of the frames reset() takes and step() returns."""
+        if self.codec is not None:
+            return self.codec.frame_shape
         return (self.cfg.frame_size, self.cfg.frame_size, self.cfg.in_channels)
+
+    def _encode(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames_to_model(frames)
+        return x if self.codec is None else self.codec.encode(x)
+
+    def _decode(self, x: torch.Tensor) -> torch.Tensor:
+        return frames_from_model(x if self.codec is None else self.codec.decode(x))
 
     # -- the loop ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -140,7 +157,7 @@ class World:
             raise ValueError(f"expected context_frames as uint8 of shape (T, {', '.join(map(str, self.frame_shape))}) "
                              f"with T >= 1, got {frames.dtype} {frames.shape}")
         actions = torch.from_numpy(action_indices(context_actions, len(frames))).to(self.device)[None]
-        x = frames_to_model(torch.from_numpy(frames).to(self.device))[None]
+        x = self._encode(torch.from_numpy(frames).to(self.device))[None]
         state = self.model.init_state(1, self.device)
         for t in range(0, len(frames), self.prefill_chunk):  # chunked prefill: bounded memory
             sl = slice(t, t + self.prefill_chunk)
@@ -158,12 +175,14 @@ class World:
         if self._state is None:
             raise RuntimeError("call reset(context_frames, context_actions) before step()")
         a = torch.tensor([[action_index(action)]], device=self.device)
-        x = torch.randn((1, 1, *self.frame_shape), device=self.device, generator=self.generator)
+        c = self.cfg
+        x = torch.randn((1, 1, c.frame_size, c.frame_size, c.in_channels), device=self.device, generator=self.generator)
         self.scheduler.set_timesteps(sigmas=self._sigmas, device=self.device)  # restarts its step index
         for t, s in zip(self.scheduler.timesteps, self.scheduler.sigmas):
             x0, _ = self.model(x, s.reshape(1, 1), a, self._state)
             x = self.scheduler.step(self.flow.velocity(x, x0, s), t, x).prev_sample
-        x = x.clamp(-1, 1)  # a frame: pixel values in range, before it is committed and conditioned on
+        if self.codec is None:
+            x = x.clamp(-1, 1)  # a frame: pixel values in range, before it is committed and conditioned on
         commit = torch.full((1, 1), self.commit_sigma, device=self.device)
         if self.commit_sigma > 0:
             x_commit = self.flow.add_noise(x, commit, torch.randn(x.shape, device=self.device, generator=self.generator))
@@ -172,7 +191,7 @@ class World:
         _, self._state = self.model(x_commit, commit, a, self._state)  # commit the frame
         if "prev" in self._state:  # the next frame is conditioned on this one, clean
             self._state["prev"] = x
-        self._last = frames_from_model(x[0, 0]).cpu().numpy()
+        self._last = self._decode(x[0, 0]).cpu().numpy()
         self.frames_seen += 1
         return self._last.copy()
 
@@ -252,6 +271,12 @@ def load_model(path_or_preset: str | Path | None = None) -> WorldModel:
     raise ValueError(f"{path_or_preset!r} is neither a checkpoint folder nor a preset name ({', '.join(PRESETS)})")
 
 
+def load_codec(path_or_preset: str | Path | None = None) -> FrameCodec | None:
+    """The autoencoder a checkpoint folder ships in its `vae/` subfolder; None for a pixel model."""
+    path = Path(DEFAULT_CHECKPOINT if path_or_preset is None else path_or_preset)
+    return FrameCodec.from_pretrained(path / "vae") if (path / "vae" / "config.json").exists() else None
+
+
 def load_world(path_or_preset: str | Path | None = None, device: str = "auto", steps: int = 4, seed: int = 0) -> World:
     """A `World` over a checkpoint folder (default: the shipped one) or an untrained preset."""
-    return World(load_model(path_or_preset), steps=steps, device=device, seed=seed)
+    return World(load_model(path_or_preset), steps=steps, device=device, seed=seed, codec=load_codec(path_or_preset))

@@ -1,0 +1,27 @@
+"""The frame autoencoder wrapper: latents are the posterior means, shifted and scaled as its
+config says, channels-last like frames, and decode inverts the normalisation."""
+
+from __future__ import annotations
+
+import torch
+
+from worldmodel.vae import FrameCodec, build_autoencoder
+
+
+def test_codec_normalises_latents_and_keeps_frame_layout():
+    torch.manual_seed(0)
+    vae = build_autoencoder("tiny")
+    vae.register_to_config(scaling_factor=2.0, shift_factor=0.5)
+    codec = FrameCodec(vae, chunk=3)  # chunks smaller than the batch: the split must not change results
+    x = torch.rand(2, 4, 64, 64, 3) * 2 - 1
+    z = codec.encode(x)
+    assert z.shape == (2, 4, 8, 8, 4) and codec.latent_shape == (8, 8, 4)
+    raw = vae.encode(x.reshape(8, 64, 64, 3).permute(0, 3, 1, 2)).latent_dist.mode()
+    torch.testing.assert_close(z, ((raw - 0.5) * 2.0).permute(0, 2, 3, 1).reshape(2, 4, 8, 8, 4), rtol=1e-4, atol=1e-5)
+    y = codec.decode(z)
+    expected = vae.decode(raw).sample.clamp(-1, 1).permute(0, 2, 3, 1).reshape(2, 4, 64, 64, 3)
+    torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-5)
+    assert y.shape == x.shape and y.abs().max() <= 1
+    fp = codec.fingerprint
+    vae.register_to_config(scaling_factor=3.0)
+    assert FrameCodec(vae).fingerprint != fp  # another normalisation -> other cached latents
