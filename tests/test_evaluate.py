@@ -192,3 +192,30 @@ def test_rollout_action_script_from_the_env(tmp_path):
     assert frames.shape[0] == 6 and frames.shape[2] == 2 * 64
     truth = frames[:, -64:, :64].astype(int)
     assert np.abs(np.diff(truth, axis=0)).mean() > 1.0  # the real env moved: ground truth changes
+
+
+def test_eval_of_a_latent_model_scores_its_autoencoder_as_a_reference(revisit, tmp_path):
+    """A checkpoint folder with vae/ streams through its autoencoder, and eval adds that
+    autoencoder's reconstruction of the true frames (the latent model's ceiling) as a reference."""
+    from worldmodel.config import get_preset
+    from worldmodel.evaluate import AE_REFERENCE
+    from worldmodel.model import WorldModel
+    from worldmodel.vae import FrameCodec, build_autoencoder
+    from worldmodel.world import frames_from_model, frames_to_model
+
+    folder, paths = revisit
+    ckpt = tmp_path / "latent"
+    torch.manual_seed(0)
+    WorldModel(get_preset("tiny-latent").model.to_dict()).save_pretrained(ckpt)
+    build_autoencoder("tiny").save_pretrained(ckpt / "vae")
+    out = tmp_path / "eval"
+    assert main(["eval", "--checkpoints", f"latent={ckpt}", "--episodes", str(folder), "--limit", "1", "--horizon", "3",
+                 "--videos", "0", "--no-progress", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert AE_REFERENCE in res["references"] and AE_REFERENCE in res["summary"]["all"]
+    truth = load_episode(paths[0])
+    c = int(truth["context_len"])
+    codec = FrameCodec.from_pretrained(ckpt / "vae")
+    recon = frames_from_model(codec.decode(codec.encode(frames_to_model(torch.from_numpy(truth["image"][c:c + 3]))))).numpy()
+    expected = frame_metrics(recon, truth["image"][c:c + 3])
+    np.testing.assert_allclose(res["episodes"][0]["metrics"][AE_REFERENCE]["psnr"], expected["psnr"], rtol=1e-5)

@@ -37,7 +37,7 @@ from . import ops
 from .config import PRESETS
 from .diffusion import FlowMatching
 from .model import WorldModel
-from .world import World, device_name, load_model, resolve_device
+from .world import World, device_name, load_codec, load_model, resolve_device
 
 SECTIONS = ("stream", "memory", "kernels", "train")
 SKIP_NOTE = "skipped (quadratic prefill; see --causal-max-history)"
@@ -168,7 +168,8 @@ def bench_stream(models: dict, args, dev: torch.device) -> list[dict]:
                 print(f"{name:>10} history {h:>5}: {SKIP_NOTE}", flush=True)
                 continue
             # The causal baseline's prefill mask is (chunk*N) x (history*N): keep its chunks short.
-            world = World(model, steps=args.steps, device=dev, prefill_chunk=8 if full_attention else 64)
+            world = World(model, steps=args.steps, device=dev, prefill_chunk=8 if full_attention else 64,
+                          codec=getattr(args, "codec", None))  # a latent model streams through its decoder
             if not warm:  # one untimed short point first: one-time allocations and lazy set-up
                 time_stream(world, min(args.history), 0, 1)
                 warm = True
@@ -497,6 +498,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> None:
     base = load_model(args.checkpoint)
+    args.codec = load_codec(args.checkpoint)  # frames in and out, as the app sees them; None for pixel models
     models = {"ours": base}
     for extra in args.compare:
         if extra == "causal":  # the baseline at our size; untrained weights time the same as trained ones

@@ -26,7 +26,8 @@ the episode folder's manifest.json (revisit -> retrieval, reasoning -> reasoning
   the context, worldmodel.data.trajectories.recall_distance), bucketed.
 - reasoning: the context is exploration, then the model renders new movement.
 Two trivial references are scored on the same frames: the last context frame repeated, and
-the mean of the context frames.
+the mean of the context frames; with a latent model, also the true frames through its
+autoencoder (the ceiling of any model in that latent space).
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ import numpy as np
 import torch
 
 from .data.env import MAZE_SIZES
-from .world import DEFAULT_CHECKPOINT, World, device_name, load_world
+from .world import DEFAULT_CHECKPOINT, World, device_name, frames_from_model, frames_to_model, load_world
 
 PSNR_CAP_DB = 100.0
 REFERENCES = {
     "repeat last frame": "the last context frame, repeated",
     "mean frame": "the mean of the context frames, repeated",
 }
+AE_REFERENCE = "autoencoder reconstruction"  # scored only when a latent model is evaluated
+AE_REFERENCE_TEXT = "the true frames encoded and decoded by the latent model's autoencoder: the best it can score"
 PROTOCOLS = {"retrieval": "revisit", "reasoning": "reasoning"}  # protocol -> episode kind
 
 
@@ -591,7 +594,9 @@ def run_eval(args: argparse.Namespace) -> int:
     specs = dict(_named_checkpoints(args.checkpoints))
     worlds = {name: load_world(spec, device=args.device, steps=args.steps, seed=args.seed)
               for name, spec in specs.items()}
-    names = [*worlds, *REFERENCES]
+    codec = next((w.codec for w in worlds.values() if w.codec is not None), None)
+    references = dict(REFERENCES) | ({AE_REFERENCE: AE_REFERENCE_TEXT} if codec is not None else {})
+    names = [*worlds, *references]
 
     # Episodes: what to condition on and which frames to score (read once up front, frames later).
     plan = []
@@ -620,6 +625,9 @@ def run_eval(args: argparse.Namespace) -> int:
             preds[name] = rollout_episode(world, frames, actions, context, horizon, progress=bar.update)
             timing[name] += time.perf_counter() - t0
         preds.update(reference_frames(frames[:context], horizon))
+        if codec is not None:
+            x = frames_to_model(torch.from_numpy(truth).to(codec.device))
+            preds[AE_REFERENCE] = frames_from_model(codec.decode(codec.encode(x))).cpu().numpy()
         metrics = {n: frame_metrics(preds[n], truth, lpips) for n in names}
         episodes.append(dict(file=p["path"].name, seed=p["seed"], context=context, horizon=horizon,
                              recall_distance=p["distance"].tolist(),
@@ -656,7 +664,7 @@ def run_eval(args: argparse.Namespace) -> int:
                      params=sum(q.numel() for q in worlds[n].model.parameters()), variant=worlds[n].cfg.variant,
                      seconds=round(timing[n], 3), frames_per_second=round(frames_total / max(timing[n], 1e-9), 2))
                 for n, spec in specs.items()],
-        references=REFERENCES,
+        references=references,
         settings=dict(episodes=str(folder), context=args.context, horizon=args.horizon, limit=args.limit,
                       steps=args.steps, seed=args.seed, episode_seeds=[p["seed"] for p in plan],
                       lpips_weights=args.lpips_weights, psnr_cap_db=PSNR_CAP_DB, data_range=1.0,

@@ -154,8 +154,12 @@ def _save(out: Path, vae, optimizer, scheduler, state: dict, stats_frames: np.nd
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     (tmp / "trainer_state.json").write_text(json.dumps({**state, "latent_mean": mean, "latent_std": std}, indent=2))
-    shutil.rmtree(final, ignore_errors=True)
+    old = out / "checkpoint.old"  # swap by renames: an interruption never leaves no checkpoint
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
     tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def train_vae(args: argparse.Namespace) -> Path:
