@@ -189,6 +189,8 @@ def test_bad_input_raises_value_error(tmp_path):
         load_world(tmp_path / "ckpt")
     with pytest.raises(ValueError, match="preset"):
         load_world("no-such-preset")
+    with pytest.raises(ValueError, match="latents but has no autoencoder"):
+        load_world("tiny-latent")  # a latent preset alone cannot take or return frames
     with pytest.raises(ValueError, match="known presets"):
         get_preset("no-such-preset")
 

@@ -148,14 +148,14 @@ PRESETS: dict[str, Preset] = {
                     attn_window=10, d_state=32, headdim=32, chunk_size=64),
         TrainConfig(clip_len=32, batch_size=4, lr=1e-3, warmup_steps=100, max_steps=2000,
                     ema_decay=0.995, val_every=200, ckpt_every=100, sample_every=500),
-        "Memory Maze 64x64 in pixel space (2.9M params, 64 tokens/frame); about 4x the cost per frame of `cpu`",
+        "Memory Maze 64x64 in pixel space (2.9M params, 64 tokens/frame); ~5x the training time per frame of `cpu` here",
     ),
     "gpu": Preset(
-        ModelConfig(d_model=384, n_layers=12, n_heads=6, attn_window=10, d_state=64, headdim=64, chunk_size=64,
-                    block_sizes=[[2, 2], [4, 4], [2, 2], [8, 8]]),
+        ModelConfig(frame_size=8, in_channels=16, patch_size=1, d_model=384, n_layers=12, n_heads=6, attn_window=10,
+                    d_state=64, headdim=64, chunk_size=64, block_sizes=[[2, 2], [4, 4], [2, 2], [8, 8]]),
         TrainConfig(clip_len=64, batch_size=32, lr=4e-4, warmup_steps=500, max_steps=8000,
                     curriculum=[[5000, 128]], ema_decay=0.999),
-        "Memory Maze 64x64, about 25 minutes on one H100/H200",
+        "Memory Maze on the autoencoder's 8x8x16 latents (`--vae`), 1x1 patches: 64 tokens/frame; for one H100/H200",
     ),
     "paper": Preset(
         ModelConfig(d_model=1024, n_layers=16, n_heads=16, patch_size=4, attn_window=10, d_state=128,

@@ -58,7 +58,7 @@ def _clip_dataset(root, clip_len: int, seed: int, codec: FrameCodec | None = Non
 
     dataset = ClipDataset(root, clip_len, seed=seed, samples_per_epoch=10**9, skip_corrupt=True)
     if codec is not None:
-        for path, ep in zip(dataset.files, dataset.episodes):
+        for path, ep in tqdm(list(zip(dataset.files, dataset.episodes)), desc=f"latents of {root}", leave=False):
             ep["frames"] = cached_latents(path, ep["frames"], codec)
     return dataset
 
@@ -67,7 +67,8 @@ def cached_latents(path: Path, frames: np.ndarray, codec: FrameCodec) -> np.ndar
     """An episode's latents (T, h, w, c) float16, encoded once per autoencoder and cached beside
     the episode in latents/<hash of the autoencoder's weights>/: a latent model then trains as
     fast as it would on pre-encoded data, and another autoencoder never reads stale latents."""
-    cache = Path(path).parent / "latents" / codec.fingerprint / (Path(path).stem + ".npy")
+    path = Path(path).resolve()  # episodes linked into another folder share one cache
+    cache = path.parent / "latents" / codec.fingerprint / (path.stem + ".npy")
     if cache.exists():
         z = np.load(cache, allow_pickle=False)
         if z.shape == (len(frames), *codec.latent_shape):
@@ -76,7 +77,7 @@ def cached_latents(path: Path, frames: np.ndarray, codec: FrameCodec) -> np.ndar
         z = torch.cat([codec.encode(frames_to_model(torch.from_numpy(frames[i:i + 256]).to(codec.device)))
                        for i in range(0, len(frames), 256)]).cpu().numpy().astype(np.float16)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npy")
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")  # processes of one launch may write it at once
     np.save(tmp, z)
     tmp.rename(cache)
     return z

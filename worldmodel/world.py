@@ -279,4 +279,9 @@ def load_codec(path_or_preset: str | Path | None = None) -> FrameCodec | None:
 
 def load_world(path_or_preset: str | Path | None = None, device: str = "auto", steps: int = 4, seed: int = 0) -> World:
     """A `World` over a checkpoint folder (default: the shipped one) or an untrained preset."""
-    return World(load_model(path_or_preset), steps=steps, device=device, seed=seed, codec=load_codec(path_or_preset))
+    model, codec = load_model(path_or_preset), load_codec(path_or_preset)
+    c = model.cfg
+    if codec is None and (c.frame_size, c.in_channels) != (64, 3):
+        raise ValueError(f"{path_or_preset} works on {c.frame_size}x{c.frame_size}x{c.in_channels} latents but has no "
+                         "autoencoder: load a checkpoint folder with a vae/ subfolder (or a pixel preset such as tiny)")
+    return World(model, steps=steps, device=device, seed=seed, codec=codec)
