@@ -8,10 +8,16 @@ MINUTES=${MINUTES:-120}
 worldmodel generate-data --maze 9x9 --episodes 60 --length 1000 --workers 2 --seed 1000 --out data/maze9_train
 worldmodel generate-data --maze 9x9 --episodes 16 --length 1000 --workers 2 --seed 900000 --out data/maze9_val
 worldmodel generate-data --maze 9x9 --episodes 8 --length 1000 --workers 2 --seed 800000 --kind revisit --out data/maze9_revisit
-# The frame autoencoder (64x64x3 -> 8x8x16 latents), shared by every variant (a no-op once trained).
-worldmodel train-vae --data data/maze9_train --val-data data/maze9_val --out runs/vae --steps 900 \
-    --batch-size 32 --ckpt-every 220 --resume --max-minutes 50
-worldmodel train --preset cpu --variant "$VARIANT" --vae runs/vae/checkpoint/vae --data data/maze9_train \
+# The frame autoencoder (64x64x3 -> 8x8x16 latents; a no-op once trained). Baselines use the
+# shipped model's, so that every variant is compared in the same latent space.
+if [ "$VARIANT" = ours ]; then
+    worldmodel train-vae --data data/maze9_train --val-data data/maze9_val --out runs/vae --steps 900 \
+        --batch-size 32 --ckpt-every 220 --resume --max-minutes 50
+    VAE=runs/vae/checkpoint/vae
+else
+    VAE=checkpoints/maze9x9/vae
+fi
+worldmodel train --preset cpu --variant "$VARIANT" --vae "$VAE" --data data/maze9_train \
     --val-data data/maze9_val --out "runs/cpu-$VARIANT" --resume --max-minutes "$MINUTES"
 DEST=checkpoints/maze9x9; [ "$VARIANT" = ours ] || DEST="checkpoints/maze9x9-$VARIANT"
 worldmodel export "runs/cpu-$VARIANT" "$DEST"
