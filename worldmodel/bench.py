@@ -157,7 +157,7 @@ def time_stream(world: World, history: int, frames: int, warmup: int, seed: int 
     return row
 
 
-def bench_stream(models: dict, args, dev: torch.device) -> list[dict]:
+def bench_stream(models: dict, args, dev: torch.device, codec=None) -> list[dict]:
     timed, memory = "stream" in args.sections, "memory" in args.sections
     rows = []
     for name, model in models.items():
@@ -169,7 +169,7 @@ def bench_stream(models: dict, args, dev: torch.device) -> list[dict]:
                 continue
             # The causal baseline's prefill mask is (chunk*N) x (history*N): keep its chunks short.
             world = World(model, steps=args.steps, device=dev, prefill_chunk=8 if full_attention else 64,
-                          codec=getattr(args, "codec", None))  # a latent model streams through its decoder
+                          codec=codec)  # a latent model streams frames through its autoencoder, as in the app
             if not warm:  # one untimed short point first: one-time allocations and lazy set-up
                 time_stream(world, min(args.history), 0, 1)
                 warm = True
@@ -328,9 +328,9 @@ def bench_train(models: dict, args, dev: torch.device) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- run, report
-def run_bench(models: dict, args) -> dict:
+def run_bench(models: dict, args, codec=None) -> dict:
     """Runs the chosen sections over `models` (name -> WorldModel; the first one's shapes are the
-    kernels'). Returns everything bench.json holds."""
+    kernels'; `codec`: their autoencoder if they work on latents). Returns everything bench.json holds."""
     dev = resolve_device(args.device)
     base = next(iter(models.values())).cfg
     r = {"device": device_name(dev), "device_type": dev.type, "torch": torch.__version__,
@@ -342,7 +342,7 @@ def run_bench(models: dict, args) -> dict:
     if "stream" in args.sections or "memory" in args.sections:
         r["stream"] = {"history": args.history, "frames": args.frames, "causal_max_history": args.causal_max_history,
                        "memory_method": memory_method(dev) if "memory" in args.sections else None,
-                       "rows": bench_stream(models, args, dev)}
+                       "rows": bench_stream(models, args, dev, codec)}
     if "kernels" in args.sections:
         r["kernels"] = bench_kernels(base, args, dev) | {"reps": args.kernel_reps}
     if "train" in args.sections:
@@ -498,14 +498,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> None:
     base = load_model(args.checkpoint)
-    args.codec = load_codec(args.checkpoint)  # frames in and out, as the app sees them; None for pixel models
     models = {"ours": base}
     for extra in args.compare:
         if extra == "causal":  # the baseline at our size; untrained weights time the same as trained ones
             models["causal"] = WorldModel(base.cfg.to_dict() | {"variant": "causal"})
         else:
             models[Path(extra).name] = load_model(extra)
-    results = run_bench(models, args)
+    results = run_bench(models, args, load_codec(args.checkpoint))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2))

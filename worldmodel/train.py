@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from .config import PRESETS, VARIANTS, get_preset
 from .diffusion import FlowMatching
 from .model import WorldModel
-from .vae import FrameCodec
+from .vae import FrameCodec, check_codec
 from .world import frames_to_model, load_codec
 
 
@@ -172,15 +172,9 @@ def train(args: argparse.Namespace) -> Path:
     if args.clip_len is not None:
         tcfg.curriculum = [c for c in tcfg.curriculum if c[1] <= args.clip_len]
 
-    codec = None
-    if args.vae:
-        codec = load_codec(args.vae) or FrameCodec.from_pretrained(args.vae)  # a checkpoint folder, or the vae itself
-        if codec.latent_shape != (mcfg.frame_size, mcfg.frame_size, mcfg.in_channels):
-            raise ValueError(f"--vae {args.vae} makes {codec.latent_shape} latents; preset {args.preset} works on "
-                             f"{(mcfg.frame_size, mcfg.frame_size, mcfg.in_channels)}")
-    elif (mcfg.frame_size, mcfg.in_channels) != (64, 3):
-        raise ValueError(f"preset {args.preset} works on {mcfg.frame_size}x{mcfg.frame_size}x{mcfg.in_channels} latents: "
-                         "pass --vae (an autoencoder from `worldmodel train-vae`)")
+    # the autoencoder: a checkpoint folder's vae/, or an autoencoder folder itself
+    codec = (load_codec(args.vae) or FrameCodec.from_pretrained(args.vae)) if args.vae else None
+    check_codec(mcfg, codec, f"preset {args.preset}")
 
     # cpu=True without CUDA: else two CPU processes under `accelerate launch` never join one group.
     accelerator = Accelerator(mixed_precision=args.precision, gradient_accumulation_steps=tcfg.grad_accum,

@@ -51,6 +51,20 @@ def build_autoencoder(size: str = "maze") -> AutoencoderKL:
     return AutoencoderKL(**AUTOENCODERS[size])
 
 
+PIXEL_FRAME = (64, 64, 3)  # what a model without an autoencoder works on
+
+
+def check_codec(cfg, codec: "FrameCodec | None", what: str = "the model") -> None:
+    """ValueError unless `codec` fits the model config `cfg` (a ModelConfig): the autoencoder whose
+    latents a latent model works on, or none for a pixel model."""
+    shape = (cfg.frame_size, cfg.frame_size, cfg.in_channels)
+    if codec is not None and codec.latent_shape != shape:
+        raise ValueError(f"the autoencoder makes {codec.latent_shape} latents but {what} works on {shape}")
+    if codec is None and shape != PIXEL_FRAME:
+        raise ValueError(f"{what} works on {shape} latents but has no autoencoder: pass --vae when training, "
+                         "or load a checkpoint folder with a vae/ subfolder")
+
+
 class FrameCodec:
     """A frozen autoencoder as the world model's frame <-> latent map, channels-last like frames."""
 
@@ -122,19 +136,17 @@ def _pixels(frames: np.ndarray, device) -> torch.Tensor:
 
 @torch.no_grad()
 def reconstruction_metrics(vae: AutoencoderKL, frames: np.ndarray, device, batch: int = 64) -> dict:
-    """PSNR / SSIM (torchmetrics, on [0, 1]) of decode(mode(encode(x))) over `frames`."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+    """PSNR / SSIM of decode(mode(encode(x))) over uint8 `frames`, scored like `worldmodel eval`
+    scores frames (its frame_metrics, on the uint8 frames a user would see)."""
+    from .evaluate import frame_metrics  # lazily: evaluate imports world, which imports this module
+    from .world import frames_from_model
 
     vae.eval()
-    psnr, ssim = [], []
-    for i in range(0, len(frames), batch):
-        x = _pixels(frames[i:i + batch], device)
-        y = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
-        a, b = (y.float() + 1) / 2, (x + 1) / 2
-        psnr.append(peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3)))
-        ssim.append(structural_similarity_index_measure(a, b, data_range=1.0, reduction="none"))
+    recon = [frames_from_model(vae.decode(vae.encode(_pixels(frames[i:i + batch], device)).latent_dist.mode())
+                               .sample.permute(0, 2, 3, 1)).cpu().numpy() for i in range(0, len(frames), batch)]
     vae.train()
-    return {"psnr": torch.cat(psnr).mean().item(), "ssim": torch.cat(ssim).mean().item(), "frames": len(frames)}
+    m = frame_metrics(np.concatenate(recon), frames)
+    return {"psnr": float(m["psnr"].mean()), "ssim": float(m["ssim"].mean()), "frames": len(frames)}
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from .config import NUM_ACTIONS, PRESETS, get_preset
 from .diffusion import FlowMatching
 from .model import WorldModel
-from .vae import FrameCodec
+from .vae import FrameCodec, check_codec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPO_ROOT / "checkpoints"
@@ -119,10 +119,8 @@ class World:
         self.cfg = model.cfg
         # A latent model works on the autoencoder's latents: frames are encoded on the way in and
         # decoded on the way out; without a codec the model works on pixels.
+        check_codec(self.cfg, codec)
         self.codec = codec.to(self.device) if codec is not None else None
-        if codec is not None and codec.latent_shape != (self.cfg.frame_size, self.cfg.frame_size, self.cfg.in_channels):
-            raise ValueError(f"the autoencoder's latents are {codec.latent_shape} but the model works on "
-                             f"{(self.cfg.frame_size, self.cfg.frame_size, self.cfg.in_channels)}")
         # Generated frames are committed to the state at this noise level: the model was trained
         # on noisy context (diffusion forcing), and a little noise hides its own artefacts.
         self.steps, self.prefill_chunk, self.commit_sigma = steps, prefill_chunk, commit_sigma
@@ -279,9 +277,4 @@ def load_codec(path_or_preset: str | Path | None = None) -> FrameCodec | None:
 
 def load_world(path_or_preset: str | Path | None = None, device: str = "auto", steps: int = 4, seed: int = 0) -> World:
     """A `World` over a checkpoint folder (default: the shipped one) or an untrained preset."""
-    model, codec = load_model(path_or_preset), load_codec(path_or_preset)
-    c = model.cfg
-    if codec is None and (c.frame_size, c.in_channels) != (64, 3):
-        raise ValueError(f"{path_or_preset} works on {c.frame_size}x{c.frame_size}x{c.in_channels} latents but has no "
-                         "autoencoder: load a checkpoint folder with a vae/ subfolder (or a pixel preset such as tiny)")
-    return World(model, steps=steps, device=device, seed=seed, codec=codec)
+    return World(load_model(path_or_preset), steps=steps, device=device, seed=seed, codec=load_codec(path_or_preset))
