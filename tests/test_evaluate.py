@@ -238,3 +238,18 @@ def test_shipped_checkpoint_streams_real_frames_through_its_autoencoder(revisit)
     for a in actions[8:]:
         frame = world.step(int(a))
     assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8 and frame.std() > 5  # a picture, not a flat colour
+
+
+@pytest.mark.parametrize("variant", ["mamba2_local", "causal_window"])
+def test_shipped_baselines_share_the_shipped_latent_space(variant):
+    """The memory comparison is rerunnable from the install: each baseline ships beside the model,
+    is the architecture its name says, and works in the shipped model's latent space (the same
+    autoencoder weights), so their PSNRs are comparable."""
+    from worldmodel.world import DEFAULT_CHECKPOINT, load_codec, load_model
+
+    folder = DEFAULT_CHECKPOINT.parent / f"{DEFAULT_CHECKPOINT.name}-{variant}"
+    model = load_model(folder)
+    assert model.cfg.variant == variant
+    assert load_codec(folder).fingerprint == load_codec().fingerprint
+    ours = load_model()
+    assert all(getattr(model.cfg, k) == getattr(ours.cfg, k) for k in ("d_model", "n_layers", "frame_size", "patch_size"))

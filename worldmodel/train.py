@@ -180,7 +180,8 @@ def train(args: argparse.Namespace) -> Path:
     accelerator = Accelerator(mixed_precision=args.precision, gradient_accumulation_steps=tcfg.grad_accum,
                               cpu=args.cpu or not torch.cuda.is_available(), log_with="tensorboard" if importlib.util.find_spec("tensorboard") else None,
                               project_dir=args.out)
-    if accelerator.device.type == "cpu":  # share the cores between processes instead of oversubscribing them
+    if accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # share the cores between processes instead of oversubscribing them (an explicit OMP_NUM_THREADS wins)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
