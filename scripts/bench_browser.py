@@ -9,17 +9,11 @@ Needs Playwright and Debian's chromium (`make install-dev`). Prints device, sett
 
 import argparse
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from app.headless import CHROMIUM, CHROMIUM_ARGS, launch_app, stop_app
 
 
 def main() -> int:
@@ -28,30 +22,14 @@ def main() -> int:
     p.add_argument("--checkpoint", help="checkpoint folder (default: the app's, the shipped one)")
     p.add_argument("--steps", type=int, default=4, help="denoising steps per frame (the app's default 4)")
     p.add_argument("--hold", type=float, default=15.0, help="seconds to hold W")
-    p.add_argument("--chromium", default="/usr/bin/chromium")
+    p.add_argument("--chromium", default=CHROMIUM)
     p.add_argument("--screenshot", help="save the page as this PNG at the end")
     args = p.parse_args()
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "app", "--port", str(port), "--steps", str(args.steps)]
-    cmd += ["--checkpoint", args.checkpoint] if args.checkpoint else []
-    log = open(Path(tempfile.gettempdir()) / "bench_browser_app.log", "w")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"),
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    app_args = ["--steps", str(args.steps)] + (["--checkpoint", args.checkpoint] if args.checkpoint else [])
+    proc, url = launch_app(app_args, Path(tempfile.gettempdir()) / "bench_browser_app.log")
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"the app did not come up; see {log.name}")
-                time.sleep(0.5)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1050})
@@ -72,8 +50,7 @@ def main() -> int:
                 page.screenshot(path=args.screenshot)
             browser.close()
     finally:
-        proc.terminate()
-        proc.wait(15)
+        stop_app(proc)
     import torch
 
     print(f"device: CPU, {torch.get_num_threads()} torch threads on {os.cpu_count()} cores; steps {args.steps}; "

@@ -7,11 +7,7 @@ the page is left at artifacts/app.png.
 """
 
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +15,10 @@ import pytest
 
 from helpers import randomized
 
+from app.headless import CHROMIUM, CHROMIUM_ARGS, REPO, launch_app, stop_app
 from app.keymap import FORWARD, FORWARD_LEFT, FORWARD_RIGHT, LEFT, NOOP, RIGHT, action_for, parse_held
 from worldmodel.data.episodes import index_to_onehot, load_episode, save_episode
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 CONTEXT = 6  # context frames the test server seeds worlds with (a short look-around keeps the env cheap)
 
 needs_browser = pytest.mark.skipif(
@@ -106,47 +99,23 @@ def test_sessions_registry_closes_replaced_and_unloaded_sessions():
 
 
 # -- in the browser ------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("app") / "server.log"
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", GRADIO_HEARTBEAT_INTERVAL="1")
+    env = dict(os.environ, GRADIO_HEARTBEAT_INTERVAL="1")
     env.setdefault("OMP_NUM_THREADS", "1")
     # --max-envs 1: a second tab cannot build a real env until the first tab has been closed.
     # random weights: an untrained model's zero output layer would show one constant frame
     checkpoint = tmp_path_factory.mktemp("ckpt") / "tiny-random"
     randomized().save_pretrained(checkpoint)
-    cmd = [sys.executable, "-m", "app", "--checkpoint", str(checkpoint), "--port", str(port), "--fps", "10",
-           "--context", str(CONTEXT), "--max-envs", "1"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"the app did not come up (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        proc, url = launch_app(["--checkpoint", str(checkpoint), "--fps", "10", "--context", str(CONTEXT),
+                                "--max-envs", "1"], tmp_path_factory.mktemp("app") / "server.log", env, timeout=120)
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    try:
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_app(proc)
 
 
 @pytest.fixture(scope="module")
