@@ -45,6 +45,15 @@ AUTOENCODERS = {
 }
 
 
+def frames_to_model(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames -> [-1, 1] floats, the range the autoencoder and pixel models work in."""
+    return frames.float() / 127.5 - 1.0
+
+
+def frames_from_model(x: torch.Tensor) -> torch.Tensor:
+    return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
 def build_autoencoder(size: str = "maze") -> AutoencoderKL:
     if size not in AUTOENCODERS:
         raise ValueError(f"unknown autoencoder size {size!r}; known: {', '.join(AUTOENCODERS)}")
@@ -131,7 +140,8 @@ def _load_frames(root, limit: int | None = None) -> np.ndarray:
 
 
 def _pixels(frames: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    """uint8 (N, H, W, C) frames -> the autoencoder's (N, C, H, W) input."""
+    return frames_to_model(torch.from_numpy(frames).to(device)).permute(0, 3, 1, 2)
 
 
 @torch.no_grad()
@@ -139,7 +149,6 @@ def reconstruction_metrics(vae: AutoencoderKL, frames: np.ndarray, device, batch
     """PSNR / SSIM of decode(mode(encode(x))) over uint8 `frames`, scored like `worldmodel eval`
     scores frames (its frame_metrics, on the uint8 frames a user would see)."""
     from .evaluate import frame_metrics  # lazily: evaluate imports world, which imports this module
-    from .world import frames_from_model
 
     vae.eval()
     recon = [frames_from_model(vae.decode(vae.encode(_pixels(frames[i:i + batch], device)).latent_dist.mode())

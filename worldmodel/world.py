@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from .config import NUM_ACTIONS, PRESETS, get_preset
 from .diffusion import FlowMatching
 from .model import WorldModel
-from .vae import FrameCodec, check_codec
+from .vae import FrameCodec, check_codec, frames_from_model, frames_to_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPO_ROOT / "checkpoints"
@@ -51,14 +51,6 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def frames_to_model(frames: torch.Tensor) -> torch.Tensor:
-    return frames.float() / 127.5 - 1.0
-
-
-def frames_from_model(x: torch.Tensor) -> torch.Tensor:
-    return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 def action_index(action) -> int:
