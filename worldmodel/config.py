@@ -40,6 +40,10 @@ class ModelConfig:
     # Conditioning
     num_actions: int = NUM_ACTIONS
     action_dim: int = 0  # >0: continuous action vector through a small MLP instead of the embedding
+    # The agent's pose (x, y in maze cells, heading unit vector) per frame as a further condition,
+    # as the paper's Memory Maze models are given: retracing a path replays poses seen before, so
+    # the memory has a key to recall by. Optional per frame (NaN = unknown: the app has no pose).
+    pose_cond: bool = False
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -100,6 +104,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     prefix_prob: float = 0.5  # long-context training: clean prefix half of the time
     self_prev_prob: float = 0.5  # clips whose previous-frame input is the model's own prediction
+    pose_drop: float = 0.3  # pose-conditioned models: clips trained without their poses (play without pose)
     # Curriculum: [[step, clip_len], ...] -- clip length switches at those steps.
     curriculum: list = field(default_factory=list)
     val_every: int = 250

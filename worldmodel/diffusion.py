@@ -24,7 +24,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 class FlowMatching:
     def __init__(self, prefix_prob: float = 0.5, shift: float = 1.0, prev_noise: float = 0.2, self_prev_prob: float = 0.0,
-                 frame_range: float | None = 1.0):
+                 frame_range: float | None = 1.0, pose_drop: float = 0.0):
         # The clean previous frame each frame is conditioned on is, when streaming, the model's own
         # imperfect frame. So in training it gets a noise level drawn from [0, prev_noise], and with
         # probability self_prev_prob per clip it is replaced by the model's own (detached) prediction
@@ -33,6 +33,7 @@ class FlowMatching:
         self.prefix_prob, self.shift = prefix_prob, shift
         self.prev_noise, self.self_prev_prob = prev_noise, self_prev_prob
         self.frame_range = frame_range  # pixels lie in [-1, 1]; latents are unbounded (None)
+        self.pose_drop = pose_drop  # a pose-conditioned model also learns to run without poses (the app has none)
 
     def training_sigmas(self, batch: int, frames: int, device=None, generator=None):
         """Noise level per frame (B, T) and the mask of frames that count in the loss."""
@@ -56,10 +57,14 @@ class FlowMatching:
         s = sigma.reshape(*sigma.shape, *([1] * (x0.ndim - sigma.ndim)))
         return (1 - s) * x0 + s * noise
 
-    def loss(self, model, x0, action, generator=None):
-        """Mean squared error of the predicted clean frames over the scored frames. x0: (B, T, H, W, C) in [-1, 1]."""
+    def loss(self, model, x0, action, generator=None, pose=None):
+        """Mean squared error of the predicted clean frames over the scored frames. x0: (B, T, H, W, C)
+        in [-1, 1] (or latents); pose: (B, T, 4) or None, dropped per clip with probability pose_drop."""
         B, T = x0.shape[:2]
         sigma, scored = self.training_sigmas(B, T, x0.device, generator)
+        if pose is not None and self.pose_drop > 0:
+            drop = torch.rand(B, device=x0.device, generator=generator) < self.pose_drop
+            pose = pose.masked_fill(drop[:, None, None], float("nan"))
         noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
         x = self.add_noise(x0, sigma, noise)
         prev = torch.cat([torch.zeros_like(x0[:, :1]), x0[:, :-1]], dim=1)
@@ -69,12 +74,13 @@ class FlowMatching:
             own = torch.rand(B, device=x0.device, generator=generator) < self.self_prev_prob
             if own.any():
                 with torch.no_grad():
-                    first, _ = model(x[own], sigma[own], action[own], prev=prev[own])
+                    first, _ = model(x[own], sigma[own], action[own], prev=prev[own],
+                                     pose=None if pose is None else pose[own])
                 prev = prev.clone()
                 if self.frame_range is not None:
                     first = first.clamp(-self.frame_range, self.frame_range)
                 prev[own, 1:] = first[:, :-1].to(prev.dtype)
-        pred, _ = model(x, sigma, action, prev=prev)
+        pred, _ = model(x, sigma, action, prev=prev, pose=pose)
         per_frame = (pred.float() - x0.float()).pow(2).mean(dim=(2, 3, 4))
         return (per_frame * scored).sum() / scored.sum().clamp(min=1)
 

@@ -57,25 +57,36 @@ PROTOCOLS = {"retrieval": "revisit", "reasoning": "reasoning"}  # protocol -> ep
 
 # -- rollouts ----------------------------------------------------------------------------------
 def rollout(world: World, context_frames: np.ndarray, context_actions: np.ndarray, actions: Sequence[int],
-            progress: Callable[[int], object] | None = None) -> np.ndarray:
+            progress: Callable[[int], object] | None = None, poses: np.ndarray | None = None) -> np.ndarray:
     """Seed `world` with real context frames (and the actions that led to them), then take
-    `actions` one by one. Returns the generated frames (len(actions), H, W, 3) uint8."""
-    last = world.reset(context_frames, context_actions)
+    `actions` one by one. `poses` (optional, (len(context_frames) + len(actions), 4)): the agent's
+    pose at every frame, for a pose-conditioned model. Returns the generated frames
+    (len(actions), H, W, 3) uint8."""
+    context = len(context_frames)
+    last = world.reset(context_frames, context_actions, None if poses is None else poses[:context])
     out = np.empty((len(actions), *last.shape), dtype=np.uint8)
     for i, action in enumerate(actions):
-        out[i] = world.step(int(action))
+        out[i] = world.step(int(action), None if poses is None else poses[context + i])
         if progress is not None:
             progress(1)
     return out
 
 
 def rollout_episode(world: World, frames: np.ndarray, actions: np.ndarray, context: int, horizon: int,
-                    progress: Callable[[int], object] | None = None) -> np.ndarray:
+                    progress: Callable[[int], object] | None = None, poses: np.ndarray | None = None) -> np.ndarray:
     """Seed `world` with the first `context` frames, then replay the episode's next `horizon`
-    actions. Returns the generated frames (horizon, H, W, 3) uint8, aligned with
-    frames[context:context + horizon]."""
+    actions (and poses, if given: (len(frames), 4)). Returns the generated frames (horizon, H, W, 3)
+    uint8, aligned with frames[context:context + horizon]."""
     horizon = min(horizon, len(frames) - context)
-    return rollout(world, frames[:context], actions[:context], actions[context:context + horizon], progress)
+    return rollout(world, frames[:context], actions[:context], actions[context:context + horizon], progress,
+                   None if poses is None else poses[:context + horizon])
+
+
+def episode_poses(ep: dict) -> np.ndarray | None:
+    """An episode's (T, 4) poses (x, y, dx, dy) from its agent_pos and agent_dir, None if it has none."""
+    if "agent_pos" not in ep or "agent_dir" not in ep:
+        return None
+    return np.concatenate([ep["agent_pos"], ep["agent_dir"]], axis=-1).astype(np.float32)
 
 
 # -- videos ------------------------------------------------------------------------------------
@@ -565,6 +576,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--limit", type=int, default=None, help="only the first K episodes (sorted by name)")
     parser.add_argument("--steps", type=int, default=4, help="sampler steps per frame")
     parser.add_argument("--seed", type=int, default=0, help="episode i is sampled with World seed SEED+i")
+    parser.add_argument("--no-pose", action="store_true", help="do not give pose-conditioned models the episodes' "
+                                                                "poses (as in the app, which has none)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--lpips-weights", default=None,
                         help="AlexNet (torchvision) or full LPIPS state dict, .pth or .safetensors; LPIPS is null "
@@ -614,15 +627,16 @@ def run_eval(args: argparse.Namespace) -> int:
     bar = tqdm(total=sum(p["horizon"] for p in plan) * len(worlds), unit="frame", desc=f"eval {protocol}",
                disable=args.no_progress, dynamic_ncols=True)
     for i, p in enumerate(plan):
-        ep = load_episode(p["path"], keys=("image", "action"))
+        ep = load_episode(p["path"], keys=("image", "action", "agent_pos", "agent_dir"))
         frames, actions = ep["image"], actions_to_index(ep["action"])
+        poses = None if args.no_pose else episode_poses(ep)
         context, horizon = p["context"], p["horizon"]
         truth = frames[context:context + horizon]
         preds = {}
         for name, base in worlds.items():
             world = World(base.model, steps=args.steps, device=base.device, seed=p["seed"], codec=base.codec)
             t0 = time.perf_counter()
-            preds[name] = rollout_episode(world, frames, actions, context, horizon, progress=bar.update)
+            preds[name] = rollout_episode(world, frames, actions, context, horizon, progress=bar.update, poses=poses)
             timing[name] += time.perf_counter() - t0
         preds.update(reference_frames(frames[:context], horizon))
         if codec is not None:
@@ -666,7 +680,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 for n, spec in specs.items()],
         references=references,
         settings=dict(episodes=str(folder), context=args.context, horizon=args.horizon, limit=args.limit,
-                      steps=args.steps, seed=args.seed, episode_seeds=[p["seed"] for p in plan],
+                      steps=args.steps, seed=args.seed, poses=not args.no_pose, episode_seeds=[p["seed"] for p in plan],
                       lpips_weights=args.lpips_weights, psnr_cap_db=PSNR_CAP_DB, data_range=1.0,
                       recall_bins=args.recall_bins, metrics="torchmetrics SSIM/PSNR per frame on [0, 1] floats"),
         device=dict(name=device_name(device), type=device.type, torch=torch.__version__,

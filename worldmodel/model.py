@@ -32,6 +32,32 @@ from .config import ModelConfig
 from .ssm import BlockMamba2
 
 
+class PoseEmbedding(nn.Module):
+    """(x, y, dx, dy) -> d: Fourier features of the position (periods 16 down to 0.5 cells, so
+    neighbouring cells differ) and harmonics of the heading, through an MLP. A frame whose pose
+    is unknown (NaN) gets zero, i.e. exactly the model without pose; the output layer starts at
+    zero, so adding pose to a trained model changes nothing until training moves it."""
+
+    FREQS = 6
+    HARMONICS = 4
+
+    def __init__(self, d: int):
+        super().__init__()
+        n = 2 * 2 * self.FREQS + 2 * self.HARMONICS
+        self.mlp = nn.Sequential(nn.Linear(n, d), nn.SiLU(), nn.Linear(d, d))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, pose):
+        known = ~pose.isnan().any(dim=-1, keepdim=True)
+        pose = pose.nan_to_num(0.0).float()
+        freqs = torch.pi / 8 * 2.0 ** torch.arange(self.FREQS, device=pose.device)
+        xy = pose[..., :2, None] * freqs  # (..., 2, F)
+        heading = torch.atan2(pose[..., 3], pose[..., 2])[..., None] * torch.arange(1, self.HARMONICS + 1, device=pose.device)
+        feats = torch.cat([xy.sin().flatten(-2), xy.cos().flatten(-2), heading.sin(), heading.cos()], dim=-1)
+        return self.mlp(feats.to(self.mlp[0].weight.dtype)) * known
+
+
 def modulate(x, shift, scale):
     return x * (1 + scale) + shift
 
@@ -105,6 +131,7 @@ class WorldModel(ModelMixin, ConfigMixin):
             self.action_embed = nn.Sequential(nn.Linear(cfg.action_dim, d), nn.SiLU(), nn.Linear(d, d))
         else:
             self.action_embed = nn.Embedding(cfg.num_actions, d)
+        self.pose_embed = PoseEmbedding(d) if cfg.pose_cond else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
@@ -133,18 +160,24 @@ class WorldModel(ModelMixin, ConfigMixin):
         p, G, C = self.cfg.patch_size, self.cfg.grid, self.cfg.in_channels
         return x.reshape(B, T, G, G, p, p, C).permute(0, 1, 2, 4, 3, 5, 6).reshape(B, T, G * p, G * p, C)
 
-    def condition(self, sigma, action):
-        """One vector per frame from its noise level in [0, 1] and its action."""
+    def condition(self, sigma, action, pose=None):
+        """One vector per frame from its noise level in [0, 1], its action and (if the model takes
+        it) the agent's pose."""
         B, T = sigma.shape
         c = self.sigma_embed(self.sigma_proj(sigma.reshape(-1) * 1000).to(self.pos_embed.dtype)).reshape(B, T, -1)
-        return c + self.action_embed(action)
+        c = c + self.action_embed(action)
+        if self.pose_embed is not None and pose is not None:
+            c = c + self.pose_embed(pose)
+        return c
 
-    def forward(self, x, sigma, action, state: dict | None = None, prev=None):
+    def forward(self, x, sigma, action, state: dict | None = None, prev=None, pose=None):
         """x: (B, T, H, W, C) noisy frames; sigma: (B, T) their noise levels; action: (B, T) ints
         (or (B, T, action_dim) floats); state: from ``init_state`` or a previous call, None = fresh.
         prev: (B, T, H, W, C) the clean frame before each frame; None = the state's newest frame,
         then x's own frames (right when x is clean, as in a prefill; a sampler overwrites
         ``state["prev"]`` with the clean frame it committed).
+        pose: (B, T, 4) the agent's (x, y, dx, dy) per frame for a ``pose_cond`` model; None or
+        NaN rows = unknown (ignored by other models).
         Returns the predicted clean frames (B, T, H, W, C) and the state after these T frames."""
         B, T = x.shape[:2]
         state = state or {}
@@ -158,7 +191,7 @@ class WorldModel(ModelMixin, ConfigMixin):
             patches = torch.cat([patches, self.patchify(prev)], dim=-1)
             new_state["prev"] = x[:, -1:]
         h = self.patch_embed(patches) + self.pos_embed.reshape(1, 1, self.cfg.grid, self.cfg.grid, -1)
-        c = self.condition(sigma, action)
+        c = self.condition(sigma, action, pose)
         for i, blk in enumerate(self.blocks):
             h, new_state[str(i)] = blk(h, c, state.get(str(i), {}))
         shift, scale = self.final_ada(c)[:, :, None, None, :].chunk(2, dim=-1)

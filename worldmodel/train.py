@@ -44,13 +44,17 @@ def _seed(*parts: int) -> int:
 
 
 def make_batch(dataset, batch_size: int, seed: int, step: int, micro: int, rank: int, device):
-    """A deterministic batch: clip indices drawn from (seed, step, micro, rank)."""
+    """A deterministic batch: clip indices drawn from (seed, step, micro, rank). Returns model
+    inputs (B, T, H, W, C), actions (B, T) and poses (B, T, 4) (x, y, dx, dy; None if the data has none)."""
     rng = np.random.default_rng([seed, step, micro, rank])
     items = [dataset[int(i)] for i in rng.integers(len(dataset), size=batch_size)]
     frames = torch.stack([it["frames"] for it in items]).to(device)
     actions = torch.stack([it["actions"] for it in items]).to(device)
     x = frames_to_model(frames) if frames.dtype == torch.uint8 else frames.float()  # pixels, or cached latents
-    return x, actions
+    pose = None
+    if "agent_pos" in items[0]:
+        pose = torch.stack([torch.cat([it["agent_pos"], it["agent_dir"]], dim=-1) for it in items]).to(device)
+    return x, actions, pose
 
 
 def _clip_dataset(root, clip_len: int, seed: int, codec: FrameCodec | None = None):
@@ -111,6 +115,8 @@ def warm_start(model: WorldModel, source: str | Path) -> list[str]:
     src = WorldModel.from_pretrained(str(source)).state_dict()
     grown, own = [], model.state_dict()
     for name, t in own.items():
+        if name not in src and name.startswith("pose_embed."):
+            continue  # pose conditioning added: its zero output layer leaves the model unchanged
         if name not in src:
             raise ValueError(f"{source} has no tensor {name}: not a warm start for this architecture")
         old = src[name]
@@ -138,10 +144,10 @@ def validation_loss(model, flow: FlowMatching, dataset, batches: int, batch_size
     model.eval()
     total = 0.0
     for i in range(batches):
-        x, a = make_batch(dataset, batch_size, 12345, i, 0, 0, device)
+        x, a, pose = make_batch(dataset, batch_size, 12345, i, 0, 0, device)
         gen = torch.Generator(device).manual_seed(i)
         with autocast():
-            total += flow.loss(model, x, a, generator=gen).item()
+            total += flow.loss(model, x, a, generator=gen, pose=pose if model.cfg.pose_cond else None).item()
     model.train()
     return total / batches
 
@@ -166,7 +172,10 @@ def train(args: argparse.Namespace) -> Path:
     if args.variant:
         mcfg.variant = args.variant
         mcfg.__post_init__()
-    for name in ("batch_size", "max_steps", "lr", "clip_len", "grad_accum", "val_every", "ckpt_every", "sample_every"):
+    if args.pose:
+        mcfg.pose_cond = True
+    for name in ("batch_size", "max_steps", "lr", "clip_len", "grad_accum", "val_every", "ckpt_every", "sample_every",
+                 "pose_drop"):
         if getattr(args, name, None) is not None:
             setattr(tcfg, name, getattr(args, name))
     if args.clip_len is not None:
@@ -218,7 +227,7 @@ def train(args: argparse.Namespace) -> Path:
         accelerator.init_trackers("worldmodel")
 
     flow = FlowMatching(prefix_prob=tcfg.prefix_prob, self_prev_prob=tcfg.self_prev_prob,
-                        frame_range=None if codec is not None else 1.0)
+                        frame_range=None if codec is not None else 1.0, pose_drop=tcfg.pose_drop)
     val_set = _clip_dataset(args.val_data, tcfg.clip_len, seed=1, codec=codec) if args.val_data else None
     n_params = sum(p.numel() for p in raw.parameters())
     if main:
@@ -248,10 +257,10 @@ def train(args: argparse.Namespace) -> Path:
             dataset = _clip_dataset(args.data, clip_len, seed=args.seed, codec=codec)
         model.train()
         for micro in range(tcfg.grad_accum):
-            x, a = make_batch(dataset, tcfg.batch_size, args.seed, step, micro, accelerator.process_index, accelerator.device)
+            x, a, pose = make_batch(dataset, tcfg.batch_size, args.seed, step, micro, accelerator.process_index, accelerator.device)
             gen = torch.Generator(accelerator.device).manual_seed(_seed(args.seed, step, micro, accelerator.process_index))
             with accelerator.accumulate(model), accelerator.autocast():
-                loss = flow.loss(model, x, a, generator=gen)
+                loss = flow.loss(model, x, a, generator=gen, pose=pose if mcfg.pose_cond else None)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     grad_norm = accelerator.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
@@ -324,6 +333,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--init-from", help="start from this checkpoint folder's weights (fine-tuning; a fresh "
                                          "optimizer and schedule); ignored when --resume finds a checkpoint")
+    p.add_argument("--pose", action="store_true", help="condition on the agent's pose as well as the action "
+                                                         "(the paper's Memory Maze setup; dropped for --pose-drop of clips)")
+    p.add_argument("--pose-drop", type=float, help="with --pose: fraction of clips trained without poses (default 0.3)")
     p.add_argument("--vae", help="autoencoder folder (from `worldmodel train-vae`) for presets that work on latents")
     p.add_argument("--max-steps", type=int, help="override the preset's number of optimizer steps")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")

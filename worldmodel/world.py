@@ -3,6 +3,8 @@
     world = load_world("checkpoints/<name>")            # or a preset name, or None = shipped model
     frame = world.reset(context_frames, context_actions) # uint8 (T,H,W,3), (T,) -> uint8 (H,W,3)
     frame = world.step(action)                          # one new frame
+    # a pose-conditioned model (cfg.pose_cond) also takes the agent's pose (x, y, dx, dy) per
+    # frame: reset(..., context_poses=(T, 4)), step(action, pose=(4,)); without it, it runs on actions
     snap = world.snapshot(); world.restore(snap)
 
 Actions follow the Memory Maze dataset: context_actions[t] led to context_frames[t] (index 0 is
@@ -78,6 +80,14 @@ def action_indices(actions, length: int) -> np.ndarray:
                      f"got shape {a.shape} dtype {a.dtype}")
 
 
+def pose_array(poses, length: int) -> np.ndarray:
+    """Poses as float32 (length, 4): x, y (maze cells) and the heading's unit vector; NaN = unknown."""
+    p = np.asarray(poses, dtype=np.float32)
+    if p.shape != (length, 4):
+        raise ValueError(f"expected poses of shape ({length}, 4) (x, y, dx, dy), got {p.shape}")
+    return p
+
+
 def _flatten(state: dict, prefix: str = "state") -> dict:
     out = {}
     for k, v in state.items():
@@ -138,21 +148,28 @@ class World:
     def _decode(self, x: torch.Tensor) -> torch.Tensor:
         return frames_from_model(x if self.codec is None else self.codec.decode(x))
 
+    def _pose(self, poses, length: int) -> torch.Tensor | None:
+        if poses is None or not self.cfg.pose_cond:
+            return None  # a model without pose input ignores poses
+        return torch.from_numpy(pose_array(poses, length)).to(self.device)[None]
+
     # -- the loop ----------------------------------------------------------------------------
     @torch.no_grad()
-    def reset(self, context_frames, context_actions) -> np.ndarray:
-        """Start from T real frames and the actions that led to them; returns the newest frame."""
+    def reset(self, context_frames, context_actions, context_poses=None) -> np.ndarray:
+        """Start from T real frames and the actions that led to them (and, for a pose-conditioned
+        model, the agent's (T, 4) poses, optional); returns the newest frame."""
         frames = np.asarray(context_frames)
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != self.frame_shape or len(frames) == 0:
             raise ValueError(f"expected context_frames as uint8 of shape (T, {', '.join(map(str, self.frame_shape))}) "
                              f"with T >= 1, got {frames.dtype} {frames.shape}")
         actions = torch.from_numpy(action_indices(context_actions, len(frames))).to(self.device)[None]
+        poses = self._pose(context_poses, len(frames))
         x = self._encode(torch.from_numpy(frames).to(self.device))[None]
         state = self.model.init_state(1, self.device)
         for t in range(0, len(frames), self.prefill_chunk):  # chunked prefill: bounded memory
             sl = slice(t, t + self.prefill_chunk)
             sigma = torch.zeros(1, x[:, sl].shape[1], device=self.device)
-            _, state = self.model(x[:, sl], sigma, actions[:, sl], state)
+            _, state = self.model(x[:, sl], sigma, actions[:, sl], state, pose=None if poses is None else poses[:, sl])
         # Copies: the state tensors are slices of the last prefill chunk's temporaries, which
         # would otherwise stay alive (tens of MB) until the next step.
         state = _unflatten({k: v.clone() for k, v in _flatten(state).items()})
@@ -160,16 +177,18 @@ class World:
         return self._last.copy()
 
     @torch.no_grad()
-    def step(self, action) -> np.ndarray:
-        """Take `action` from the newest frame; returns the frame it leads to."""
+    def step(self, action, pose=None) -> np.ndarray:
+        """Take `action` from the newest frame (arriving at `pose`, (4,), if the model takes poses
+        and it is known); returns the frame it leads to."""
         if self._state is None:
             raise RuntimeError("call reset(context_frames, context_actions) before step()")
         a = torch.tensor([[action_index(action)]], device=self.device)
+        pose = self._pose(None if pose is None else [pose], 1)
         c = self.cfg
         x = torch.randn((1, 1, c.frame_size, c.frame_size, c.in_channels), device=self.device, generator=self.generator)
         self.scheduler.set_timesteps(sigmas=self._sigmas, device=self.device)  # restarts its step index
         for t, s in zip(self.scheduler.timesteps, self.scheduler.sigmas):
-            x0, _ = self.model(x, s.reshape(1, 1), a, self._state)
+            x0, _ = self.model(x, s.reshape(1, 1), a, self._state, pose=pose)
             x = self.scheduler.step(self.flow.velocity(x, x0, s), t, x).prev_sample
         if self.codec is None:
             x = x.clamp(-1, 1)  # a frame: pixel values in range, before it is committed and conditioned on
@@ -178,7 +197,7 @@ class World:
             x_commit = self.flow.add_noise(x, commit, torch.randn(x.shape, device=self.device, generator=self.generator))
         else:
             x_commit = x
-        _, self._state = self.model(x_commit, commit, a, self._state)  # commit the frame
+        _, self._state = self.model(x_commit, commit, a, self._state, pose=pose)  # commit the frame
         if "prev" in self._state:  # the next frame is conditioned on this one, clean
             self._state["prev"] = x
         self._last = self._decode(x[0, 0]).cpu().numpy()
