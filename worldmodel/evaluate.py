@@ -323,19 +323,23 @@ def read_actions_file(path: str | Path) -> list[int]:
     return parse_actions(" ".join(line.split("#", 1)[0] for line in text.splitlines()))
 
 
-def env_context(maze: str, seed: int, look: int, actions: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def env_context(maze: str, seed: int, look: int, actions: Sequence[int]):
     """Context from the real environment: the first frame of maze `seed` and `look - 1` left
     turns (a full circle is ~20), then `actions` played in the same env as ground truth.
-    Returns (context frames, context actions, ground-truth frames)."""
+    Returns (context frames, context actions, ground-truth frames, poses of all these frames)."""
     from .data.env import LEFT, MazeEnv
 
+    def pose(obs):
+        return np.concatenate([obs["agent_pos"], obs["agent_dir"]]).astype(np.float32)
+
     with MazeEnv(maze, seed=seed) as env:
-        frames, context_actions = [env.reset()["image"]], [0]
+        obs = [env.reset()]
         for _ in range(look - 1):
-            frames.append(env.step(LEFT)["image"])
-            context_actions.append(LEFT)
-        truth = [env.step(int(a))["image"] for a in actions]
-    return np.stack(frames), np.array(context_actions, dtype=np.int64), np.stack(truth)
+            obs.append(env.step(LEFT))
+        obs += [env.step(int(a)) for a in actions]
+    frames = np.stack([o["image"] for o in obs])
+    context_actions = np.array([0] + [LEFT] * (look - 1), dtype=np.int64)
+    return frames[:look], context_actions, frames[look:], np.stack([pose(o) for o in obs])
 
 
 # -- worldmodel rollout ------------------------------------------------------------------------
@@ -365,6 +369,8 @@ def add_rollout_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling factor")
     parser.add_argument("--fps", type=int, default=8)
     parser.add_argument("--steps", type=int, default=4, help="sampler steps per frame")
+    parser.add_argument("--no-pose", action="store_true", help="do not give a pose-conditioned model the agent's "
+                                                                "poses (known for an episode's or the environment's frames)")
     parser.add_argument("--device", default="auto")
     return parser
 
@@ -384,12 +390,12 @@ def run_rollout(args: argparse.Namespace) -> int:
     if args.scale < 1 or (args.horizon is not None and args.horizon < 1):
         raise ValueError("--scale and --horizon must be >= 1")
     world = load_world(args.checkpoint, device=args.device, steps=args.steps, seed=args.seed)
-    truth = None
+    truth = poses = None
     if args.episode is not None:
         from .data.episodes import actions_to_index, load_episode
 
         ep = load_episode(args.episode)
-        frames, actions = ep["image"], actions_to_index(ep["action"])
+        frames, actions, poses = ep["image"], actions_to_index(ep["action"]), episode_poses(ep)
         context = args.context if args.context is not None else int(ep.get("context_len", min(16, len(frames) - 1)))
         if not 1 <= context <= len(frames) - (script is None):
             raise ValueError(f"--context {context} does not fit {args.episode} ({len(frames)} frames)")
@@ -397,16 +403,19 @@ def run_rollout(args: argparse.Namespace) -> int:
         if script is None:
             script = actions[context:context + (args.horizon or len(frames))].tolist()
             truth = frames[context:]
+        # Poses only while the episode replays its own actions: a model trained with them for whole
+        # clips or not at all would not know what to make of poses that stop.
+        poses = poses[:context + len(script)] if truth is not None and poses is not None else None
     else:
         look = args.context if args.context is not None else 21
         if look < 1:
             raise ValueError(f"--context must be >= 1, got {look}")
-        context_frames, context_actions, truth = env_context(args.maze, args.seed, look, script)
+        context_frames, context_actions, truth, poses = env_context(args.maze, args.seed, look, script)
     if args.side_by_side and truth is None:
         raise ValueError("--side-by-side needs ground truth: replay an episode's own actions, or take the "
                          "context from the real environment (no --episode)")
     t0 = time.perf_counter()
-    generated = rollout(world, context_frames, context_actions, script)
+    generated = rollout(world, context_frames, context_actions, script, poses=None if args.no_pose else poses)
     elapsed = time.perf_counter() - t0
     name = Path(args.checkpoint).name if args.checkpoint else DEFAULT_CHECKPOINT.name
     rows, labels = ([truth[:len(generated)], generated], ["ground truth", name]) if args.side_by_side \
