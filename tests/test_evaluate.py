@@ -272,3 +272,26 @@ def test_eval_gives_a_pose_model_the_episodes_poses(revisit, tmp_path):
     assert results[False]["settings"]["poses"] is True and results[True]["settings"]["poses"] is False
     psnr = {k: r["episodes"][0]["metrics"]["posed"]["psnr"] for k, r in results.items()}
     assert psnr[False] != psnr[True]
+
+
+def test_eval_context_window_and_commit_noise(revisit, tmp_path):
+    """--context-window N gives the models only the last N context frames (a random model with a
+    recurrent state then generates other frames: it was told less), --commit-sigma is recorded."""
+    from helpers import randomized
+
+    folder, _ = revisit
+    ckpt = tmp_path / "m"
+    randomized().save_pretrained(ckpt)
+    runs = {}
+    for name, extra in (("full", []), ("window", ["--context-window", "4", "--commit-sigma", "0.5"])):
+        out = tmp_path / name
+        assert main(["eval", "--checkpoints", f"m={ckpt}", "--episodes", str(folder), "--limit", "1", "--horizon", "3",
+                     "--steps", "1", "--videos", "0", "--no-progress", "--out", str(out), *extra]) == 0
+        runs[name] = json.loads((out / "results.json").read_text())
+    assert runs["window"]["settings"]["context_window"] == 4 and runs["window"]["settings"]["commit_sigma"] == 0.5
+    assert runs["full"]["settings"]["context_window"] is None
+    psnr = {k: r["episodes"][0]["metrics"]["m"]["psnr"] for k, r in runs.items()}
+    assert psnr["full"] != psnr["window"]
+    with pytest.raises(ValueError, match="context-window"):
+        main(["eval", "--checkpoints", f"m={ckpt}", "--episodes", str(folder), "--context-window", "0",
+              "--out", str(tmp_path / "bad")])

@@ -89,3 +89,33 @@ def test_world_and_rollout_take_poses():
     plain = randomized()
     np.testing.assert_array_equal(rollout(World(plain, steps=2, seed=3), frames, actions, [1, 3], poses=poses[:7]),
                                   rollout(World(plain, steps=2, seed=3), frames, actions, [1, 3]))
+
+
+def test_memory_gaps_noise_the_frames_after_the_prefix_and_hide_them_from_the_next():
+    flow = FlowMatching(prefix_prob=1.0, gap_prob=1.0, gap_max=4)
+    g = torch.Generator().manual_seed(0)
+    sigma, scored = flow.training_sigmas(64, 16, generator=g)
+    prefix = (sigma == 0).int().argmin(dim=1)  # the first noised frame
+    assert (prefix >= 9).all() and (sigma[torch.arange(64), prefix] >= 0.7).all()
+    assert (~scored).sum(1).eq(prefix).all()  # the prefix is not scored, the gap is
+    plain, _ = FlowMatching(prefix_prob=1.0).training_sigmas(64, 16, generator=torch.Generator().manual_seed(0))
+    first = plain[torch.arange(64), (plain == 0).int().argmin(dim=1)]
+    assert (first < 0.7).any()  # without gaps the first noised frame's level is uniform
+
+    seen = {}
+
+    def spy(x, sigma, action, prev=None, pose=None):
+        seen.update(x=x, prev=prev)
+        return x, None
+
+    flow = FlowMatching(prefix_prob=1.0, gap_prob=1.0, gap_max=4, prev_noise=0.0)
+    x0 = torch.randn(8, 16, 4, 4, 2)
+    flow.loss(spy, x0, torch.zeros(8, 16, dtype=torch.long), generator=torch.Generator().manual_seed(1))
+    sigma, _ = flow.training_sigmas(8, 16, generator=torch.Generator().manual_seed(1))
+    after_noisy = torch.cat([torch.zeros(8, 1, dtype=torch.bool), sigma[:, :-1] >= 0.7], dim=1)
+    assert after_noisy.any()
+    # a frame after a heavily noised one sees that frame noised (as a stream would), the others the clean one
+    torch.testing.assert_close(seen["prev"][:, 1:][after_noisy[:, 1:]], seen["x"][:, :-1][after_noisy[:, 1:]])
+    clean = ~after_noisy
+    clean[:, 0] = False
+    torch.testing.assert_close(seen["prev"][:, 1:][clean[:, 1:]], x0[:, :-1][clean[:, 1:]])

@@ -105,6 +105,7 @@ class TrainConfig:
     prefix_prob: float = 0.5  # long-context training: clean prefix half of the time
     self_prev_prob: float = 0.5  # clips whose previous-frame input is the model's own prediction
     pose_drop: float = 0.3  # pose-conditioned models: clips trained without their poses (play without pose)
+    gap_prob: float = 0.0  # clips with a memory gap after the clean prefix (see FlowMatching)
     # Curriculum: [[step, clip_len], ...] -- clip length switches at those steps.
     curriculum: list = field(default_factory=list)
     val_every: int = 250

@@ -73,13 +73,16 @@ def rollout(world: World, context_frames: np.ndarray, context_actions: np.ndarra
 
 
 def rollout_episode(world: World, frames: np.ndarray, actions: np.ndarray, context: int, horizon: int,
-                    progress: Callable[[int], object] | None = None, poses: np.ndarray | None = None) -> np.ndarray:
-    """Seed `world` with the first `context` frames, then replay the episode's next `horizon`
-    actions (and poses, if given: (len(frames), 4)). Returns the generated frames (horizon, H, W, 3)
-    uint8, aligned with frames[context:context + horizon]."""
+                    progress: Callable[[int], object] | None = None, poses: np.ndarray | None = None,
+                    window: int | None = None) -> np.ndarray:
+    """Seed `world` with the first `context` frames (only the last `window` of them, if given: what
+    a model that remembers that far could use), then replay the episode's next `horizon` actions
+    (and poses, if given: (len(frames), 4)). Returns the generated frames (horizon, H, W, 3) uint8,
+    aligned with frames[context:context + horizon]."""
     horizon = min(horizon, len(frames) - context)
-    return rollout(world, frames[:context], actions[:context], actions[context:context + horizon], progress,
-                   None if poses is None else poses[:context + horizon])
+    lo = 0 if window is None else max(0, context - window)
+    return rollout(world, frames[lo:context], actions[lo:context], actions[context:context + horizon], progress,
+                   None if poses is None else poses[lo:context + horizon])
 
 
 def episode_poses(ep: dict) -> np.ndarray | None:
@@ -582,9 +585,15 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--context", type=int, default=None, help="context frames for every episode "
                                                                    "(default: each episode's context_len)")
     parser.add_argument("--horizon", type=int, default=None, help="at most this many generated frames per episode")
+    parser.add_argument("--context-window", type=int, default=None,
+                        help="give the models only the last N context frames (recall distances still count from "
+                             "the whole context): how much the rest of the context, i.e. memory, is worth")
     parser.add_argument("--limit", type=int, default=None, help="only the first K episodes (sorted by name)")
     parser.add_argument("--steps", type=int, default=4, help="sampler steps per frame")
     parser.add_argument("--seed", type=int, default=0, help="episode i is sampled with World seed SEED+i")
+    parser.add_argument("--commit-sigma", type=float, default=0.25,
+                        help="noise level at which generated frames enter the state (World's commit_sigma): higher "
+                             "tells the model to trust its own frames less than what it remembers")
     parser.add_argument("--no-pose", action="store_true", help="do not give pose-conditioned models the episodes' "
                                                                 "poses (as in the app, which has none)")
     parser.add_argument("--device", default="auto")
@@ -608,8 +617,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from .data.trajectories import recall_distance
 
     folder, out = Path(args.episodes), Path(args.out)
-    if (args.context is not None and args.context < 1) or (args.horizon is not None and args.horizon < 1):
-        raise ValueError("--context and --horizon must be >= 1")
+    if any(v is not None and v < 1 for v in (args.context, args.horizon, args.context_window)):
+        raise ValueError("--context, --horizon and --context-window must be >= 1")
     protocol = _protocol(folder, args.protocol)
     files = _episode_files(folder, args.limit)
     lpips = LPIPS.from_file(args.lpips_weights) if args.lpips_weights else None
@@ -643,9 +652,11 @@ def run_eval(args: argparse.Namespace) -> int:
         truth = frames[context:context + horizon]
         preds = {}
         for name, base in worlds.items():
-            world = World(base.model, steps=args.steps, device=base.device, seed=p["seed"], codec=base.codec)
+            world = World(base.model, steps=args.steps, device=base.device, seed=p["seed"], codec=base.codec,
+                          commit_sigma=args.commit_sigma)
             t0 = time.perf_counter()
-            preds[name] = rollout_episode(world, frames, actions, context, horizon, progress=bar.update, poses=poses)
+            preds[name] = rollout_episode(world, frames, actions, context, horizon, progress=bar.update, poses=poses,
+                                          window=args.context_window)
             timing[name] += time.perf_counter() - t0
         preds.update(reference_frames(frames[:context], horizon))
         if codec is not None:
@@ -688,8 +699,9 @@ def run_eval(args: argparse.Namespace) -> int:
                      seconds=round(timing[n], 3), frames_per_second=round(frames_total / max(timing[n], 1e-9), 2))
                 for n, spec in specs.items()],
         references=references,
-        settings=dict(episodes=str(folder), context=args.context, horizon=args.horizon, limit=args.limit,
-                      steps=args.steps, seed=args.seed, poses=not args.no_pose, episode_seeds=[p["seed"] for p in plan],
+        settings=dict(episodes=str(folder), context=args.context, context_window=args.context_window,
+                      horizon=args.horizon, limit=args.limit,
+                      steps=args.steps, seed=args.seed, poses=not args.no_pose, commit_sigma=args.commit_sigma, episode_seeds=[p["seed"] for p in plan],
                       lpips_weights=args.lpips_weights, psnr_cap_db=PSNR_CAP_DB, data_range=1.0,
                       recall_bins=args.recall_bins, metrics="torchmetrics SSIM/PSNR per frame on [0, 1] floats"),
         device=dict(name=device_name(device), type=device.type, torch=torch.__version__,
