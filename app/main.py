@@ -344,7 +344,7 @@ def build_demo(world, sessions, args: argparse.Namespace):
                     f"Model: `{html.escape(str(args.checkpoint or 'checkpoints/maze9x9'))}`, {args.steps} denoising "
                     f"steps per frame, target {args.fps:g} fps. Recordings keep the context and the imagined frames "
                     "(`context_len` marks where imagination starts); imagined frames have zero `agent_pos` / "
-                    "`agent_dir`, since the model has no pose.")
+                    "`agent_dir` (the demo plays the model on actions alone, without poses).")
 
         frame_outputs = [view, status, plot]
         start.click(start_env, [maze, seed, compare], [session, *frame_outputs],

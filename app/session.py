@@ -97,7 +97,7 @@ class Session:
       - `image` holds the context frames, then the imagined ones; `context_len` says where the
         imagined part begins, as in evaluation episodes.
       - `agent_pos` / `agent_dir` are the true poses for context frames that came from the real
-        env or from an episode file, and zeros for imagined frames (the model has no pose).
+        env or from an episode file, and zeros for imagined frames (the app gives the model no pose).
       - with the real env alongside, a second file `*_real.npz` holds the real trajectory under
         the same actions, with every observation key.
     """

@@ -60,6 +60,8 @@ def test_train_export_and_exact_resume(episodes, tmp_path):
     # Interrupted at step 2, then resumed: the same weights, bit for bit.
     assert _train(episodes, resumed, "--stop-at", "2") == 0
     assert json.loads((resumed / "checkpoint" / "trainer_state.json").read_text())["step"] == 2
+    assert _train(episodes, resumed, "--stop-at", "2", "--resume") == 0  # rerun of a finished stage: no step
+    assert json.loads((resumed / "checkpoint" / "trainer_state.json").read_text())["step"] == 2
     assert _train(episodes, resumed, "--resume") == 0
     a, b = _weights(straight), _weights(resumed)
     for kind in a:

@@ -252,7 +252,9 @@ def train(args: argparse.Namespace) -> Path:
                 "step": step, "preset": args.preset, "model_config": mcfg.to_dict(),
                 "wall_seconds": time.time() - t_start, "time": time.strftime("%Y-%m-%d %H:%M:%S")}, codec)
 
-    while step < tcfg.max_steps:
+    if args.stop_at is not None and step >= args.stop_at and main:  # a rerun of a finished stage stays finished
+        bar.write(f"step {step} already reaches --stop-at {args.stop_at}: nothing to do")
+    while step < tcfg.max_steps and (args.stop_at is None or step < args.stop_at):
         if tcfg.clip_len_at(step) != clip_len:
             clip_len = tcfg.clip_len_at(step)
             dataset = _clip_dataset(args.data, clip_len, seed=args.seed, codec=codec)
