@@ -332,9 +332,6 @@ def env_context(maze: str, seed: int, look: int, actions: Sequence[int]):
     Returns (context frames, context actions, ground-truth frames, poses of all these frames)."""
     from .data.env import LEFT, MazeEnv
 
-    def pose(obs):
-        return np.concatenate([obs["agent_pos"], obs["agent_dir"]]).astype(np.float32)
-
     with MazeEnv(maze, seed=seed) as env:
         obs = [env.reset()]
         for _ in range(look - 1):
@@ -342,7 +339,8 @@ def env_context(maze: str, seed: int, look: int, actions: Sequence[int]):
         obs += [env.step(int(a)) for a in actions]
     frames = np.stack([o["image"] for o in obs])
     context_actions = np.array([0] + [LEFT] * (look - 1), dtype=np.int64)
-    return frames[:look], context_actions, frames[look:], np.stack([pose(o) for o in obs])
+    poses = episode_poses({k: np.stack([o[k] for o in obs]) for k in ("agent_pos", "agent_dir")})
+    return frames[:look], context_actions, frames[look:], poses
 
 
 # -- worldmodel rollout ------------------------------------------------------------------------
@@ -592,8 +590,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--steps", type=int, default=4, help="sampler steps per frame")
     parser.add_argument("--seed", type=int, default=0, help="episode i is sampled with World seed SEED+i")
     parser.add_argument("--commit-sigma", type=float, default=0.25,
-                        help="noise level at which generated frames enter the state (World's commit_sigma): higher "
-                             "tells the model to trust its own frames less than what it remembers")
+                        help="noise level at which generated frames enter the state (World's commit_sigma); higher "
+                             "hides more of the model's own frames from it")
     parser.add_argument("--no-pose", action="store_true", help="do not give pose-conditioned models the episodes' "
                                                                 "poses (as in the app, which has none)")
     parser.add_argument("--device", default="auto")
@@ -700,8 +698,8 @@ def run_eval(args: argparse.Namespace) -> int:
                 for n, spec in specs.items()],
         references=references,
         settings=dict(episodes=str(folder), context=args.context, context_window=args.context_window,
-                      horizon=args.horizon, limit=args.limit,
-                      steps=args.steps, seed=args.seed, poses=not args.no_pose, commit_sigma=args.commit_sigma, episode_seeds=[p["seed"] for p in plan],
+                      horizon=args.horizon, limit=args.limit, steps=args.steps, seed=args.seed,
+                      poses=not args.no_pose, commit_sigma=args.commit_sigma, episode_seeds=[p["seed"] for p in plan],
                       lpips_weights=args.lpips_weights, psnr_cap_db=PSNR_CAP_DB, data_range=1.0,
                       recall_bins=args.recall_bins, metrics="torchmetrics SSIM/PSNR per frame on [0, 1] floats"),
         device=dict(name=device_name(device), type=device.type, torch=torch.__version__,
