@@ -23,6 +23,8 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 
 class FlowMatching:
+    GAP_SIGMA = 0.7  # the lowest noise level of a memory gap's frames
+
     def __init__(self, prefix_prob: float = 0.5, shift: float = 1.0, prev_noise: float = 0.2, self_prev_prob: float = 0.0,
                  frame_range: float | None = 1.0, pose_drop: float = 0.0, gap_prob: float = 0.0, gap_max: int = 32):
         # The clean previous frame each frame is conditioned on is, when streaming, the model's own
@@ -35,11 +37,12 @@ class FlowMatching:
         self.frame_range = frame_range  # pixels lie in [-1, 1]; latents are unbounded (None)
         self.pose_drop = pose_drop  # a pose-conditioned model also learns to run without poses (the app has none)
         # Memory gaps: in this fraction of the clips with a clean prefix, up to gap_max frames right
-        # after it are heavily noised (s >= 0.7), their clean versions withheld from the frames after
-        # them as well. Those frames must then come from further back -- the recurrent state -- as
-        # when a stream has generated frames of its own since it last saw the place. Without it the
-        # last 10 frames (attention) and the previous frame always carry the answer, and the state
-        # learns no memory: measured, the same recall PSNR from 16 context frames as from ~520.
+        # after it are heavily noised (s >= GAP_SIGMA), their clean versions withheld from the frames
+        # after them as well. Those frames must then come from further back -- the recurrent state -- as
+        # when a stream has generated frames of its own since it last saw the place. Without them the
+        # last 10 frames (attention) and the previous frame always carry the answer: measured, the
+        # same recall PSNR from 16 context frames as from ~520. With them the far context changes the
+        # frames, though not yet for the better on average (BENCHMARKS.md).
         self.gap_prob, self.gap_max = gap_prob, gap_max
 
     def training_sigmas(self, batch: int, frames: int, device=None, generator=None):
@@ -62,7 +65,8 @@ class FlowMatching:
                 length = torch.randint(1, self.gap_max + 1, (batch,), device=device, generator=generator)
                 t = torch.arange(frames, device=device)[None]
                 in_gap = gap[:, None] & (t >= prefix[:, None]) & (t < (prefix + length)[:, None])
-                high = 0.7 + 0.3 * torch.rand(batch, frames, device=device, generator=generator)
+                u = torch.rand(batch, frames, device=device, generator=generator)
+                high = self.GAP_SIGMA + (1 - self.GAP_SIGMA) * u
                 sigma = torch.where(in_gap, torch.maximum(sigma, high), sigma)
         return sigma, scored
 
@@ -85,7 +89,7 @@ class FlowMatching:
         prev_sigma = torch.rand(B, T, device=x0.device, generator=generator) * self.prev_noise
         prev = self.add_noise(prev, prev_sigma, torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype))
         if self.gap_prob > 0:  # after a heavily noised frame, its noised version is all the next one sees of it
-            noisy_before = torch.cat([torch.zeros_like(sigma[:, :1]), sigma[:, :-1]], dim=1) >= 0.7
+            noisy_before = torch.cat([torch.zeros_like(sigma[:, :1]), sigma[:, :-1]], dim=1) >= self.GAP_SIGMA
             prev = torch.where(noisy_before.reshape(B, T, *([1] * (x0.ndim - 2))),
                                torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1), prev)
         if self.self_prev_prob > 0:
