@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from .data.env import MAZE_SIZES
+from .data.episodes import actions_to_index, episode_poses, load_episode
 from .world import DEFAULT_CHECKPOINT, World, device_name, frames_from_model, frames_to_model, load_world
 
 PSNR_CAP_DB = 100.0
@@ -84,12 +85,6 @@ def rollout_episode(world: World, frames: np.ndarray, actions: np.ndarray, conte
     return rollout(world, frames[lo:context], actions[lo:context], actions[context:context + horizon], progress,
                    None if poses is None else poses[lo:context + horizon])
 
-
-def episode_poses(ep: dict) -> np.ndarray | None:
-    """An episode's (T, 4) poses (x, y, dx, dy) from its agent_pos and agent_dir, None if it has none."""
-    if "agent_pos" not in ep or "agent_dir" not in ep:
-        return None
-    return np.concatenate([ep["agent_pos"], ep["agent_dir"]], axis=-1).astype(np.float32)
 
 
 # -- videos ------------------------------------------------------------------------------------
@@ -393,8 +388,6 @@ def run_rollout(args: argparse.Namespace) -> int:
     world = load_world(args.checkpoint, device=args.device, steps=args.steps, seed=args.seed)
     truth = poses = None
     if args.episode is not None:
-        from .data.episodes import actions_to_index, load_episode
-
         ep = load_episode(args.episode)
         frames, actions, poses = ep["image"], actions_to_index(ep["action"]), episode_poses(ep)
         context = args.context if args.context is not None else int(ep.get("context_len", min(16, len(frames) - 1)))
@@ -611,7 +604,6 @@ def run_eval(args: argparse.Namespace) -> int:
     (ground truth above each model, for the first --videos episodes) and videos/."""
     from tqdm import tqdm
 
-    from .data.episodes import actions_to_index, load_episode
     from .data.trajectories import recall_distance
 
     folder, out = Path(args.episodes), Path(args.out)
@@ -637,16 +629,15 @@ def run_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"{path}: context {context} leaves no frame to generate ({t1} frames)")
         horizon = min(args.horizon or t1, t1 - context)
         distance = recall_distance(ep["agent_pos"], ep["agent_dir"], context)[:horizon]
-        plan.append(dict(path=path, seed=args.seed + i, context=context, horizon=horizon, distance=distance))
+        plan.append(dict(path=path, seed=args.seed + i, context=context, horizon=horizon, distance=distance,
+                         actions=actions_to_index(ep["action"]), poses=None if args.no_pose else episode_poses(ep)))
 
     episodes, timing, sheet = [], {n: 0.0 for n in worlds}, []
     bar = tqdm(total=sum(p["horizon"] for p in plan) * len(worlds), unit="frame", desc=f"eval {protocol}",
                disable=args.no_progress, dynamic_ncols=True)
     for i, p in enumerate(plan):
-        ep = load_episode(p["path"], keys=("image", "action", "agent_pos", "agent_dir"))
-        frames, actions = ep["image"], actions_to_index(ep["action"])
-        poses = None if args.no_pose else episode_poses(ep)
-        context, horizon = p["context"], p["horizon"]
+        frames = load_episode(p["path"], keys=("image",))["image"]
+        actions, poses, context, horizon = p["actions"], p["poses"], p["context"], p["horizon"]
         truth = frames[context:context + horizon]
         preds = {}
         for name, base in worlds.items():

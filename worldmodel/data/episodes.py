@@ -42,6 +42,14 @@ def actions_to_index(onehot) -> np.ndarray:
     return np.asarray(onehot).argmax(axis=-1).astype(np.int64)
 
 
+def episode_poses(ep: dict) -> np.ndarray | None:
+    """An episode's (T, 4) poses (x, y, dx, dy) from its agent_pos and agent_dir, None if it has none:
+    what a pose-conditioned model is given."""
+    if "agent_pos" not in ep or "agent_dir" not in ep:
+        return None
+    return np.concatenate([ep["agent_pos"], ep["agent_dir"]], axis=-1).astype(np.float32)
+
+
 def validate_episode(ep: dict, name: str = "episode", partial: bool = False) -> None:
     """Raise ValueError('{name}: ...') unless `ep` is a well-formed episode (see module doc);
     `partial`: some keys were not read, so check only those present."""
