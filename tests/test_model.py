@@ -13,13 +13,7 @@ from worldmodel.model import WorldModel
 from worldmodel.ssm import BlockMamba2
 from worldmodel.world import World
 
-from helpers import randomized
-
-
-def clip(B=2, T=7, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(B, T, 64, 64, 3, generator=g), torch.rand(B, T, generator=g),
-            torch.randint(0, 6, (B, T), generator=g))
+from helpers import clip, randomized
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -13,19 +13,12 @@ from worldmodel.model import WorldModel
 from worldmodel.train import warm_start
 from worldmodel.world import World
 
-from helpers import randomized
-
-
-def _clip(B=2, T=6, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    pose = torch.cat([torch.rand(B, T, 2, generator=g) * 9, torch.nn.functional.normalize(torch.randn(B, T, 2, generator=g), dim=-1)], -1)
-    return (torch.randn(B, T, 64, 64, 3, generator=g), torch.rand(B, T, generator=g),
-            torch.randint(0, 6, (B, T), generator=g), pose)
+from helpers import clip, randomized
 
 
 def test_pose_changes_the_prediction_and_unknown_pose_is_no_pose():
     model = randomized(pose_cond=True)
-    x, sigma, a, pose = _clip()
+    x, sigma, a, pose = clip(T=6, pose=True)
     with torch.no_grad():
         with_pose, _ = model(x, sigma, a, pose=pose)
         none, _ = model(x, sigma, a)
@@ -42,7 +35,7 @@ def test_pose_changes_the_prediction_and_unknown_pose_is_no_pose():
 
 def test_streaming_with_poses_equals_parallel():
     model = randomized("ours", pose_cond=True)
-    x, sigma, a, pose = _clip(T=7)
+    x, sigma, a, pose = clip(T=7, pose=True)
     with torch.no_grad():
         parallel, _ = model(x, sigma, a, pose=pose)
         state, outs = None, []
@@ -58,7 +51,7 @@ def test_warm_start_adds_pose_without_changing_the_model(tmp_path):
     torch.manual_seed(0)
     posed = WorldModel(get_preset("tiny").model.to_dict() | {"pose_cond": True})
     assert warm_start(posed, tmp_path / "src") == []
-    x, sigma, a, pose = _clip()
+    x, sigma, a, pose = clip(T=6, pose=True)
     with torch.no_grad():
         torch.testing.assert_close(posed.eval()(x, sigma, a, pose=pose)[0], source(x, sigma, a)[0])
     # and the loss trains the new embedding (its zero output layer gets a gradient)
