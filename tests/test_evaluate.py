@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from worldmodel.cli import main
+from worldmodel.data.env import LEFT
 from worldmodel.data.episodes import actions_to_index, load_episode
 from worldmodel.data.generate import generate_episodes
 from worldmodel.evaluate import (LPIPS, PSNR_CAP_DB, REFERENCES, frame_metrics, parse_actions,
@@ -57,9 +58,18 @@ def test_frame_metrics():
 def test_references():
     context = _frames(2, 4)
     refs = reference_frames(context, 3)
-    assert list(refs) == list(REFERENCES)
+    assert list(refs) == ["repeat last frame", "mean frame"]  # no poses, no closest view
     assert (refs["repeat last frame"] == context[-1]).all() and refs["repeat last frame"].shape == (3, 64, 64, 3)
     assert (refs["mean frame"] == context.mean(0).round().astype(np.uint8)).all()
+    # Closest context view: by place (cells) plus heading (half-turns).
+    poses = np.array([[1.5, 1.5, 1, 0], [1.5, 1.5, 0, 1],  # context: facing +x, then +y
+                      [1.5, 1.6, 0.9, 0.1], [1.6, 1.5, 0.1, 0.9], [1.5, 1.5, -1, 0]], dtype=np.float64)
+    context = context[:2]
+    refs = reference_frames(context, 3, poses)
+    assert list(refs) == list(REFERENCES)
+    closest = refs["closest context view"]
+    assert (closest[0] == context[0]).all() and (closest[1] == context[1]).all()
+    assert (closest[2] == context[1]).all()  # facing -x: 90 degrees from +y, 180 from +x
 
 
 def test_action_scripts(tmp_path):
@@ -166,6 +176,17 @@ def test_eval_end_to_end(revisit, tmp_path):
     res = json.loads((other / "results.json").read_text())
     assert res["protocol"] == "reasoning" and [e["context"] for e in res["episodes"]] == [10, 10]
     assert res["summary"]["all"]["tiny"]["frames"] == 6
+
+    # Lookback: the context ends where the closing look-around (the trailing left turns) begins.
+    back = tmp_path / "lookback"
+    assert main(["eval", "--checkpoint", "tiny", "--episodes", str(folder), "--protocol", "lookback", "--videos", "0",
+                 "--no-progress", "--out", str(back)]) == 0
+    res = json.loads((back / "results.json").read_text())
+    for ep, path in zip(res["episodes"], paths):
+        actions = actions_to_index(load_episode(path)["action"])
+        c, h = ep["context"], ep["horizon"]
+        assert c + h == len(actions) and (actions[c:] == LEFT).all() and actions[c - 1] != LEFT
+    assert "closest context view" in res["summary"]["all"]
 
 
 def test_rollout_episode(revisit, tmp_path):

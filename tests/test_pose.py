@@ -94,6 +94,9 @@ def test_memory_gaps_noise_the_frames_after_the_prefix_and_hide_them_from_the_ne
     plain, _ = FlowMatching(prefix_prob=1.0).training_sigmas(64, 16, generator=torch.Generator().manual_seed(0))
     first = plain[torch.arange(64), (plain == 0).int().argmin(dim=1)]
     assert (first < 0.7).any()  # without gaps the first noised frame's level is uniform
+    late, _ = FlowMatching(prefix_prob=1.0, prefix_min=0.75).training_sigmas(64, 16, generator=g)
+    prefix = (late == 0).int().argmin(dim=1)
+    assert (prefix >= 13).all() and (prefix <= 15).all() and len(prefix.unique()) == 3  # > 12 clean frames
 
     seen = {}
 

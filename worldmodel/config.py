@@ -103,9 +103,11 @@ class TrainConfig:
     grad_accum: int = 1
     ema_decay: float = 0.999
     prefix_prob: float = 0.5  # long-context training: clean prefix half of the time
+    prefix_min: float = 0.5  # ... covering more than this fraction of the clip
     self_prev_prob: float = 0.5  # clips whose previous-frame input is the model's own prediction
     pose_drop: float = 0.3  # pose-conditioned models: clips trained without their poses (play without pose)
     gap_prob: float = 0.0  # clips with a memory gap after the clean prefix (see FlowMatching)
+    gap_max: int = 32  # ... of up to this many frames
     # Curriculum: [[step, clip_len], ...] -- clip length switches at those steps.
     curriculum: list = field(default_factory=list)
     val_every: int = 250

@@ -12,7 +12,7 @@ velocity prediction the model never learned to copy its context; the loss is pla
 which also weights high noise -- where the next frame must come from memory -- fully.
 
 Training noise (the paper's long-context scheme): with probability ``prefix_prob`` a random
-clean prefix longer than half the clip is kept at s = 0 and only the frames after it are noised
+clean prefix longer than ``prefix_min`` (half) of the clip is kept at s = 0 and only the frames after it are noised
 and scored; otherwise every frame gets its own independent level (diffusion forcing).
 """
 
@@ -26,13 +26,14 @@ class FlowMatching:
     GAP_SIGMA = 0.7  # the lowest noise level of a memory gap's frames
 
     def __init__(self, prefix_prob: float = 0.5, shift: float = 1.0, prev_noise: float = 0.2, self_prev_prob: float = 0.0,
-                 frame_range: float | None = 1.0, pose_drop: float = 0.0, gap_prob: float = 0.0, gap_max: int = 32):
+                 frame_range: float | None = 1.0, pose_drop: float = 0.0, gap_prob: float = 0.0, gap_max: int = 32,
+                 prefix_min: float = 0.5):
         # The clean previous frame each frame is conditioned on is, when streaming, the model's own
         # imperfect frame. So in training it gets a noise level drawn from [0, prev_noise], and with
         # probability self_prev_prob per clip it is replaced by the model's own (detached) prediction
         # of that frame, as in scheduled sampling: trained on ground truth only, the model never
         # learns to correct its own errors, and 16-frame rollouts drift (measured: dark, blue-tinted).
-        self.prefix_prob, self.shift = prefix_prob, shift
+        self.prefix_prob, self.prefix_min, self.shift = prefix_prob, prefix_min, shift
         self.prev_noise, self.self_prev_prob = prev_noise, self_prev_prob
         self.frame_range = frame_range  # pixels lie in [-1, 1]; latents are unbounded (None)
         self.pose_drop = pose_drop  # a pose-conditioned model also learns to run without poses (the app has none)
@@ -54,7 +55,7 @@ class FlowMatching:
         scored = torch.ones(batch, frames, dtype=torch.bool, device=device)
         if frames > 1 and self.prefix_prob > 0:
             use_prefix = torch.rand(batch, device=device, generator=generator) < self.prefix_prob
-            lo = frames // 2 + 1  # prefix strictly longer than half the clip, at least one noised frame
+            lo = int(frames * self.prefix_min) + 1  # prefix longer than prefix_min of the clip, >= 1 noised frame
             prefix = torch.randint(min(lo, frames - 1), frames, (batch,), device=device, generator=generator)
             in_prefix = torch.arange(frames, device=device)[None] < prefix[:, None]
             in_prefix &= use_prefix[:, None]

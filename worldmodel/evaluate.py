@@ -24,6 +24,9 @@ the episode folder's manifest.json (revisit -> retrieval, reasoning -> reasoning
   the way back. Metrics over all generated frames and over the recall frames (views seen in
   the context), and PSNR against the recall distance (frames since the view was last seen in
   the context, worldmodel.data.trajectories.recall_distance), bucketed.
+- lookback: revisit episodes; the model sees everything up to the closing look-around (back at
+  the start cell, after the way back) and renders the look-around. Its views were last seen in
+  the opening look-around, most of them out of sight since: the cleanest test of long memory.
 - reasoning: the context is exploration, then the model renders new movement.
 Two trivial references are scored on the same frames: the last context frame repeated, and
 the mean of the context frames; with a latent model, also the true frames through its
@@ -42,7 +45,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .data.env import MAZE_SIZES
+from .data.env import LEFT, MAZE_SIZES
 from .data.episodes import actions_to_index, episode_poses, load_episode
 from .world import DEFAULT_CHECKPOINT, World, device_name, frames_from_model, frames_to_model, load_world
 
@@ -50,10 +53,11 @@ PSNR_CAP_DB = 100.0
 REFERENCES = {
     "repeat last frame": "the last context frame, repeated",
     "mean frame": "the mean of the context frames, repeated",
+    "closest context view": "the context frame whose pose is nearest (cells + half-turns): a perfect memory that copies",
 }
 AE_REFERENCE = "autoencoder reconstruction"  # scored only when a latent model is evaluated
 AE_REFERENCE_TEXT = "the true frames encoded and decoded by the latent model's autoencoder: the best it can score"
-PROTOCOLS = {"retrieval": "revisit", "reasoning": "reasoning"}  # protocol -> episode kind
+PROTOCOLS = {"retrieval": "revisit", "lookback": "revisit", "reasoning": "reasoning"}  # protocol -> episode kind
 
 
 # -- rollouts ----------------------------------------------------------------------------------
@@ -263,11 +267,20 @@ def frame_metrics(pred: np.ndarray, target: np.ndarray, lpips: LPIPS | None = No
     return {"ssim": cat(ssim), "psnr": cat(psnr), "lpips": cat(lp) if lpips is not None else None}
 
 
-def reference_frames(context_frames: np.ndarray, horizon: int) -> dict[str, np.ndarray]:
-    """The trivial predictions of REFERENCES for `horizon` frames after the context."""
+def reference_frames(context_frames: np.ndarray, horizon: int, poses: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The trivial predictions of REFERENCES for `horizon` frames after the context; "closest context
+    view" only with `poses` ((len(context_frames) + horizon, 4) of (x, y, dx, dy))."""
     last = context_frames[-1]
     mean = context_frames.astype(np.float64).mean(0).round().astype(np.uint8)
-    return {"repeat last frame": np.repeat(last[None], horizon, 0), "mean frame": np.repeat(mean[None], horizon, 0)}
+    refs = {"repeat last frame": np.repeat(last[None], horizon, 0), "mean frame": np.repeat(mean[None], horizon, 0)}
+    if poses is not None:
+        context = len(context_frames)
+        heading = np.arctan2(poses[:, 3], poses[:, 2])
+        seen, wanted = poses[:context], poses[context:context + horizon]
+        shift = np.linalg.norm(wanted[:, None, :2] - seen[None, :, :2], axis=-1)
+        turn = np.abs(np.angle(np.exp(1j * (heading[context:context + horizon, None] - heading[None, :context]))))
+        refs["closest context view"] = context_frames[np.argmin(shift + turn / np.pi, axis=1)]
+    return refs
 
 
 # -- action scripts ----------------------------------------------------------------------------
@@ -325,7 +338,7 @@ def env_context(maze: str, seed: int, look: int, actions: Sequence[int]):
     """Context from the real environment: the first frame of maze `seed` and `look - 1` left
     turns (a full circle is ~20), then `actions` played in the same env as ground truth.
     Returns (context frames, context actions, ground-truth frames, poses of all these frames)."""
-    from .data.env import LEFT, MazeEnv
+    from .data.env import MazeEnv
 
     with MazeEnv(maze, seed=seed) as env:
         obs = [env.reset()]
@@ -463,6 +476,15 @@ def _protocol(folder: Path, requested: str | None) -> str:
                      f"{' or '.join(PROTOCOLS)}")
 
 
+def closing_look_start(actions: np.ndarray) -> int:
+    """Index of the first frame of a revisit episode's closing look-around (its trailing left turns)."""
+    turns = np.flatnonzero(np.asarray(actions)[::-1] != LEFT)
+    start = len(actions) - (turns[0] if len(turns) else len(actions))
+    if start >= len(actions):
+        raise ValueError("the episode does not end with a look-around (left turns)")
+    return int(start)
+
+
 def _context_len(path: Path) -> int:
     with np.load(path) as archive:
         if "context_len" not in archive.files:
@@ -500,9 +522,10 @@ def _count(n: int) -> str:
 def _markdown(res: dict) -> str:
     s = res["settings"]
     params = {m["name"]: _count(m["params"]) for m in res["models"]}
+    context = (s["context"] if s["context"] is not None else "up to each closing look-around"
+               if res["protocol"] == "lookback" else "from each episode (context_len)")
     lines = [f"# Memory Maze evaluation: spatial {res['protocol']}", "",
-             f"{len(res['episodes'])} episode(s) from `{s['episodes']}`; context "
-             f"{'from each episode (context_len)' if s['context'] is None else s['context']}, "
+             f"{len(res['episodes'])} episode(s) from `{s['episodes']}`; context {context}, "
              f"horizon {s['horizon'] or 'the rest of the episode'}; {s['steps']} sampler steps, seed {s['seed']}, "
              f"device {res['device']['name']}.", ""]
     tables = [("all", "All generated frames"), ("recall", "Recall frames (views seen in the context)")]
@@ -572,9 +595,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
                              f"(default: the shipped {DEFAULT_CHECKPOINT.name})")
     parser.add_argument("--episodes", required=True, help="folder of evaluation episodes (.npz with context_len)")
     parser.add_argument("--protocol", choices=tuple(PROTOCOLS), default=None,
-                        help="retrieval or reasoning (default: from the folder's manifest.json kind)")
-    parser.add_argument("--context", type=int, default=None, help="context frames for every episode "
-                                                                   "(default: each episode's context_len)")
+                        help="retrieval (render the way back), lookback (render the closing look-around) or "
+                             "reasoning (default: from the folder's manifest.json kind; revisit -> retrieval)")
+    parser.add_argument("--context", type=int, default=None, help="context frames for every episode (default: each "
+                                                                   "episode's context_len; lookback: its way back)")
     parser.add_argument("--horizon", type=int, default=None, help="at most this many generated frames per episode")
     parser.add_argument("--context-window", type=int, default=None,
                         help="give the models only the last N context frames (recall distances still count from "
@@ -616,28 +640,34 @@ def run_eval(args: argparse.Namespace) -> int:
     worlds = {name: load_world(spec, device=args.device, steps=args.steps, seed=args.seed)
               for name, spec in specs.items()}
     codec = next((w.codec for w in worlds.values() if w.codec is not None), None)
-    references = dict(REFERENCES) | ({AE_REFERENCE: AE_REFERENCE_TEXT} if codec is not None else {})
-    names = [*worlds, *references]
 
     # Episodes: what to condition on and which frames to score (read once up front, frames later).
     plan = []
     for i, path in enumerate(files):
         ep = load_episode(path, keys=("agent_pos", "agent_dir", "action"))
         t1 = len(ep["action"])
-        context = args.context if args.context is not None else _context_len(path)
+        actions = actions_to_index(ep["action"])
+        context = (args.context if args.context is not None else closing_look_start(actions) if protocol == "lookback"
+                   else _context_len(path))
         if not 1 <= context < t1:
             raise ValueError(f"{path}: context {context} leaves no frame to generate ({t1} frames)")
         horizon = min(args.horizon or t1, t1 - context)
         distance = recall_distance(ep["agent_pos"], ep["agent_dir"], context)[:horizon]
         plan.append(dict(path=path, seed=args.seed + i, context=context, horizon=horizon, distance=distance,
-                         actions=actions_to_index(ep["action"]), poses=None if args.no_pose else episode_poses(ep)))
+                         actions=actions, true_poses=episode_poses(ep)))
+
+    references = {n: text for n, text in REFERENCES.items()
+                  if n != "closest context view" or all(p["true_poses"] is not None for p in plan)}
+    references |= {AE_REFERENCE: AE_REFERENCE_TEXT} if codec is not None else {}
+    names = [*worlds, *references]
 
     episodes, timing, sheet = [], {n: 0.0 for n in worlds}, []
     bar = tqdm(total=sum(p["horizon"] for p in plan) * len(worlds), unit="frame", desc=f"eval {protocol}",
                disable=args.no_progress, dynamic_ncols=True)
     for i, p in enumerate(plan):
         frames = load_episode(p["path"], keys=("image",))["image"]
-        actions, poses, context, horizon = p["actions"], p["poses"], p["context"], p["horizon"]
+        actions, context, horizon = p["actions"], p["context"], p["horizon"]
+        poses = None if args.no_pose else p["true_poses"]
         truth = frames[context:context + horizon]
         preds = {}
         for name, base in worlds.items():
@@ -647,7 +677,8 @@ def run_eval(args: argparse.Namespace) -> int:
             preds[name] = rollout_episode(world, frames, actions, context, horizon, progress=bar.update, poses=poses,
                                           window=args.context_window)
             timing[name] += time.perf_counter() - t0
-        preds.update(reference_frames(frames[:context], horizon))
+        preds.update(reference_frames(frames[:context], horizon,
+                                      p["true_poses"] if "closest context view" in references else None))
         if codec is not None:
             x = frames_to_model(torch.from_numpy(truth).to(codec.device))
             preds[AE_REFERENCE] = frames_from_model(codec.decode(codec.encode(x))).cpu().numpy()

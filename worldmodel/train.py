@@ -175,7 +175,7 @@ def train(args: argparse.Namespace) -> Path:
     if args.pose:
         mcfg.pose_cond = True
     for name in ("batch_size", "max_steps", "lr", "clip_len", "grad_accum", "val_every", "ckpt_every", "sample_every",
-                 "pose_drop", "gap_prob"):
+                 "pose_drop", "gap_prob", "gap_max", "prefix_prob", "prefix_min"):
         if getattr(args, name, None) is not None:
             setattr(tcfg, name, getattr(args, name))
     if args.clip_len is not None:
@@ -226,9 +226,9 @@ def train(args: argparse.Namespace) -> Path:
     if accelerator.trackers:
         accelerator.init_trackers("worldmodel")
 
-    flow = FlowMatching(prefix_prob=tcfg.prefix_prob, self_prev_prob=tcfg.self_prev_prob,
+    flow = FlowMatching(prefix_prob=tcfg.prefix_prob, prefix_min=tcfg.prefix_min, self_prev_prob=tcfg.self_prev_prob,
                         frame_range=None if codec is not None else 1.0, pose_drop=tcfg.pose_drop,
-                        gap_prob=tcfg.gap_prob)
+                        gap_prob=tcfg.gap_prob, gap_max=tcfg.gap_max)
     val_set = _clip_dataset(args.val_data, tcfg.clip_len, seed=1, codec=codec) if args.val_data else None
     n_params = sum(p.numel() for p in raw.parameters())
     if main:
@@ -339,8 +339,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--pose", action="store_true", help="condition on the agent's pose as well as the action "
                                                          "(the paper's Memory Maze setup; dropped for --pose-drop of clips)")
     p.add_argument("--pose-drop", type=float, help="with --pose: fraction of clips trained without poses (default 0.3)")
-    p.add_argument("--gap-prob", type=float, help="fraction of clean-prefix clips with a memory gap: up to 32 frames "
-                                                   "after the prefix heavily noised, so later ones must be recalled")
+    p.add_argument("--gap-prob", type=float, help="fraction of clean-prefix clips with a memory gap: up to --gap-max "
+                                                   "frames after the prefix heavily noised, so later ones must be recalled")
+    p.add_argument("--gap-max", type=int, help="longest memory gap in frames (default 32)")
+    p.add_argument("--prefix-prob", type=float, help="fraction of clips with a clean prefix (default 0.5; the rest get "
+                                                      "independent noise levels per frame)")
+    p.add_argument("--prefix-min", type=float, help="a clean prefix covers more than this fraction of the clip (default "
+                                                     "0.5); higher puts the scored frames, and gaps, late in long clips")
     p.add_argument("--vae", help="autoencoder folder (from `worldmodel train-vae`) for presets that work on latents")
     p.add_argument("--max-steps", type=int, help="override the preset's number of optimizer steps")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
