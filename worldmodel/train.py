@@ -131,6 +131,23 @@ def warm_start(model: WorldModel, source: str | Path) -> list[str]:
     return grown
 
 
+@torch.no_grad()
+def slow_memory_heads(model: WorldModel, x, action, pose, half_lives: list[float]) -> None:
+    """Retime the slowest heads of every SSM layer to `half_lives` (frames), measured on the inputs
+    each layer gets from the clean clip x, layer by layer (a retimed layer changes the next one's
+    input). Why: Mamba's step-size init is per scan step and a frame is bh*bw steps, so a trained
+    model's heads halve their state within ~1-70 frames (measured on the shipped one); no gradient
+    then reaches views 200 frames back, and fine-tuning alone cannot discover long memory."""
+    for blk in model.blocks:
+        if blk.ssm is None:
+            continue
+        seen = []
+        hook = blk.ssm.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+        model(x, torch.zeros(x.shape[:2], device=x.device), action, pose=pose)
+        hook.remove()
+        blk.ssm.slow_heads(seen[0], half_lives)
+
+
 def _find_checkpoint(out: Path) -> Path | None:
     for name in ("checkpoint", "checkpoint.old"):  # .old survives a crash between the two renames
         if (out / name / "trainer_state.json").exists():
@@ -208,6 +225,13 @@ def train(args: argparse.Namespace) -> Path:
         grown = warm_start(model, args.init_from)
         if accelerator.is_main_process:
             print(f"initialised from {args.init_from}" + (f" (grown: {', '.join(grown)})" if grown else ""))
+    if args.memory_half_lives and ckpt is None:
+        x, a, pose = make_batch(_clip_dataset(args.data, tcfg.clip_len_at(0), seed=args.seed, codec=codec), 1,
+                                args.seed, 0, 0, 0, "cpu")
+        slow_memory_heads(model, x, a, pose if mcfg.pose_cond else None, args.memory_half_lives)
+        if main:
+            print(f"slowest {len(args.memory_half_lives)} heads of each SSM layer retimed to half-lives of "
+                  f"{', '.join(f'{h:g}' for h in args.memory_half_lives)} frames")
     ema = EMAModel(model.parameters(), decay=tcfg.ema_decay, use_ema_warmup=True, power=3 / 4)  # after any warm start
     if ckpt is not None:
         state = json.loads((ckpt / "trainer_state.json").read_text())
@@ -346,6 +370,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                                       "independent noise levels per frame)")
     p.add_argument("--prefix-min", type=float, help="a clean prefix covers more than this fraction of the clip (default "
                                                      "0.5); higher puts the scored frames, and gaps, late in long clips")
+    p.add_argument("--memory-half-lives", type=float, nargs="+", metavar="FRAMES",
+                   help="before training (not on --resume), retime each SSM layer's slowest heads to these memory "
+                        "half-lives in frames, e.g. 256 1024 (see slow_memory_heads)")
     p.add_argument("--vae", help="autoencoder folder (from `worldmodel train-vae`) for presets that work on latents")
     p.add_argument("--max-steps", type=int, help="override the preset's number of optimizer steps")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
