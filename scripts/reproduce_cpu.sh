@@ -8,6 +8,7 @@ worldmodel generate-data --maze 9x9 --episodes 60 --length 1000 --workers 2 --se
 worldmodel generate-data --maze 9x9 --episodes 16 --length 1000 --workers 2 --seed 900000 --out data/maze9_val
 worldmodel generate-data --maze 9x9 --episodes 8 --length 1000 --workers 2 --seed 800000 --kind revisit --out data/maze9_revisit
 worldmodel generate-data --maze 9x9 --episodes 16 --length 1000 --workers 2 --seed 800008 --kind revisit --out data/maze9_revisit_more
+worldmodel generate-data --maze 9x9 --episodes 48 --length 255 --workers 2 --seed 810000 --kind revisit --out data/maze9_lookback
 # The frame autoencoder (64x64x3 -> 8x8x16 latents; a no-op once trained). Baselines use the
 # shipped model's, so that every variant is compared in the same latent space.
 if [ "$VARIANT" = ours ]; then
@@ -54,3 +55,9 @@ worldmodel eval --checkpoints $CKPTS --episodes data/maze9_revisit_more --horizo
     --out runs/eval_revisit_more
 worldmodel eval --checkpoints $CKPTS --episodes data/maze9_revisit_more --horizon 64 --steps 1 --videos 0 \
     --context-window 16 --out runs/eval_revisit_more_window16
+# Look-back: render each closing look-around from everything before it, and from its last 16 frames
+worldmodel eval --checkpoints $CKPTS --episodes data/maze9_lookback --protocol lookback --horizon 20 --steps 1 \
+    --out runs/lookback
+worldmodel eval --checkpoints $CKPTS --episodes data/maze9_lookback --protocol lookback --horizon 20 --steps 1 \
+    --videos 0 --context-window 16 --out runs/lookback_window16
+python scripts/memory_half_lives.py checkpoints/maze9x9 data/maze9_lookback/ep_00810000.npz

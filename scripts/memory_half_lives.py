@@ -1,0 +1,53 @@
+"""How far each SSM head of a checkpoint remembers: its state's half-life in frames.
+
+    python scripts/memory_half_lives.py checkpoints/maze9x9 data/maze9_lookback/ep_00810000.npz
+
+A head's state s_t = exp(dt_t A) s_{t-1} + ...; the mean of dt_t A over a real episode (per frame,
+i.e. over the block's bh*bw scan steps) gives the half-life -ln 2 / mean. What a head held is down
+to 1/8 after three half-lives, so a model whose longest half-life is 20 frames cannot recall a
+view from 200 frames ago, whatever its state size.
+"""
+
+import argparse
+import math
+
+import torch
+
+from worldmodel.data.episodes import actions_to_index, episode_poses, load_episode
+from worldmodel.world import frames_to_model, load_world
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="checkpoint folder")
+    parser.add_argument("episode", help="episode .npz to measure on (its own actions and poses)")
+    parser.add_argument("--frames", type=int, default=256, help="first N frames of the episode")
+    args = parser.parse_args()
+
+    world = load_world(args.checkpoint, device="cpu")
+    model = world.model
+    ep = load_episode(args.episode)
+    frames = torch.from_numpy(ep["image"][:args.frames])
+    x = frames_to_model(frames)[None]
+    with torch.no_grad():
+        x = world.codec.encode(x[0])[None] if world.codec is not None else x
+    actions = torch.from_numpy(actions_to_index(ep["action"])[:args.frames])[None]
+    poses = episode_poses(ep)
+    pose = torch.from_numpy(poses[:args.frames]).float()[None] if poses is not None and model.cfg.pose_cond else None
+    inputs = {}
+    hooks = [blk.ssm.register_forward_pre_hook(lambda mod, a, i=i: inputs.__setitem__(i, a[0]))
+             for i, blk in enumerate(model.blocks) if blk.ssm is not None]
+    with torch.no_grad():
+        model(x, torch.zeros(x.shape[:2]), actions, pose=pose)
+        for h in hooks:
+            h.remove()
+        print(f"{args.checkpoint} ({model.cfg.variant}) on {args.episode}, {x.shape[1]} frames")
+        print("layer | block | half-lives of its heads in frames, slowest last")
+        for i, u in inputs.items():
+            ssm = model.blocks[i].ssm
+            lives = sorted((-math.log(2) / ssm.frame_log_decay(u)).tolist())
+            print(f"{i} | {ssm.block[0]}x{ssm.block[1]} | " + " ".join(f"{v:.1f}" for v in lives))
+
+
+if __name__ == "__main__":
+    main()
