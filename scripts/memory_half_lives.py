@@ -9,11 +9,11 @@ view from 200 frames ago, whatever its state size.
 """
 
 import argparse
-import math
 
 import torch
 
 from worldmodel.data.episodes import actions_to_index, episode_poses, load_episode
+from worldmodel.train import memory_half_lives
 from worldmodel.world import frames_to_model, load_world
 
 
@@ -34,19 +34,13 @@ def main() -> None:
     actions = torch.from_numpy(actions_to_index(ep["action"])[:args.frames])[None]
     poses = episode_poses(ep)
     pose = torch.from_numpy(poses[:args.frames]).float()[None] if poses is not None and model.cfg.pose_cond else None
-    inputs = {}
-    hooks = [blk.ssm.register_forward_pre_hook(lambda mod, a, i=i: inputs.__setitem__(i, a[0]))
-             for i, blk in enumerate(model.blocks) if blk.ssm is not None]
     with torch.no_grad():
-        model(x, torch.zeros(x.shape[:2]), actions, pose=pose)
-        for h in hooks:
-            h.remove()
-        print(f"{args.checkpoint} ({model.cfg.variant}) on {args.episode}, {x.shape[1]} frames")
-        print("layer | block | half-lives of its heads in frames, slowest last")
-        for i, u in inputs.items():
-            ssm = model.blocks[i].ssm
-            lives = sorted((-math.log(2) / ssm.frame_log_decay(u)).tolist())
-            print(f"{i} | {ssm.block[0]}x{ssm.block[1]} | " + " ".join(f"{v:.1f}" for v in lives))
+        lives = memory_half_lives(model, x, actions, pose)
+    print(f"{args.checkpoint} ({model.cfg.variant}) on {args.episode}, {x.shape[1]} frames")
+    print("layer | block | half-lives of its heads in frames, slowest last")
+    for i, heads in lives.items():
+        bh, bw = model.blocks[i].ssm.block
+        print(f"{i} | {bh}x{bw} | " + " ".join(f"{v:.1f}" for v in heads))
 
 
 if __name__ == "__main__":

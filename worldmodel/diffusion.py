@@ -12,8 +12,9 @@ velocity prediction the model never learned to copy its context; the loss is pla
 which also weights high noise -- where the next frame must come from memory -- fully.
 
 Training noise (the paper's long-context scheme): with probability ``prefix_prob`` a random
-clean prefix longer than ``prefix_min`` (half) of the clip is kept at s = 0 and only the frames after it are noised
-and scored; otherwise every frame gets its own independent level (diffusion forcing).
+clean prefix longer than ``prefix_min`` (default half) of the clip is kept at s = 0 and only the
+frames after it are noised and scored; otherwise every frame gets its own independent level
+(diffusion forcing).
 """
 
 from __future__ import annotations

@@ -132,20 +132,36 @@ def warm_start(model: WorldModel, source: str | Path) -> list[str]:
 
 
 @torch.no_grad()
-def slow_memory_heads(model: WorldModel, x, action, pose, half_lives: list[float]) -> None:
-    """Retime the slowest heads of every SSM layer to `half_lives` (frames), measured on the inputs
-    each layer gets from the clean clip x, layer by layer (a retimed layer changes the next one's
-    input). Why: Mamba's step-size init is per scan step and a frame is bh*bw steps, so a trained
-    model's heads halve their state within ~1-70 frames (measured on the shipped one); no gradient
-    then reaches views 200 frames back, and fine-tuning alone cannot discover long memory."""
-    for blk in model.blocks:
-        if blk.ssm is None:
-            continue
-        seen = []
-        hook = blk.ssm.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+def ssm_inputs(model: WorldModel, x, action, pose=None) -> dict[int, torch.Tensor]:
+    """What each SSM layer gets as input when the model reads the clean clip x: {layer: tensor}."""
+    inputs = {}
+    hooks = [blk.ssm.register_forward_pre_hook(lambda mod, args, i=i: inputs.__setitem__(i, args[0]))
+             for i, blk in enumerate(model.blocks) if blk.ssm is not None]
+    try:
         model(x, torch.zeros(x.shape[:2], device=x.device), action, pose=pose)
-        hook.remove()
-        blk.ssm.slow_heads(seen[0], half_lives)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return inputs
+
+
+def memory_half_lives(model: WorldModel, x, action, pose=None) -> dict[int, list[float]]:
+    """{SSM layer: its heads' state half-lives in frames on clip x, ascending} (BlockMamba2.frame_log_decay)."""
+    return {i: sorted((-math.log(2) / model.blocks[i].ssm.frame_log_decay(u)).tolist())
+            for i, u in ssm_inputs(model, x, action, pose).items()}
+
+
+@torch.no_grad()
+def slow_memory_heads(model: WorldModel, x, action, pose, half_lives: list[float]) -> None:
+    """Retime the slowest heads of every SSM layer to `half_lives` (frames) on clip x, layer by
+    layer (a retimed layer changes the next one's input). Why: Mamba's step-size init is per scan
+    step and a frame is bh*bw steps, so the trained heads halve their state within 0.1-70 frames
+    (measured on the shipped model), and no gradient reaches a view seen 200 frames back. Measured
+    necessary, not sufficient: after retiming and 700 steps the heads stayed slow but recall did
+    not improve (BENCHMARKS.md)."""
+    for i, blk in enumerate(model.blocks):
+        if blk.ssm is not None:
+            blk.ssm.slow_heads(ssm_inputs(model, x, action, pose)[i], half_lives)
 
 
 def _find_checkpoint(out: Path) -> Path | None:
