@@ -9,6 +9,7 @@ worldmodel generate-data --maze 9x9 --episodes 16 --length 1000 --workers 2 --se
 worldmodel generate-data --maze 9x9 --episodes 8 --length 1000 --workers 2 --seed 800000 --kind revisit --out data/maze9_revisit
 worldmodel generate-data --maze 9x9 --episodes 16 --length 1000 --workers 2 --seed 800008 --kind revisit --out data/maze9_revisit_more
 worldmodel generate-data --maze 9x9 --episodes 48 --length 255 --workers 2 --seed 810000 --kind revisit --out data/maze9_lookback
+worldmodel generate-data --maze 9x9 --episodes 48 --length 100 --workers 2 --seed 820000 --kind revisit --out data/maze9_lookback100
 # The frame autoencoder (64x64x3 -> 8x8x16 latents; a no-op once trained). Baselines use the
 # shipped model's, so that every variant is compared in the same latent space.
 if [ "$VARIANT" = ours ]; then
@@ -55,9 +56,12 @@ worldmodel eval --checkpoints $CKPTS --episodes data/maze9_revisit_more --horizo
     --out runs/eval_revisit_more
 worldmodel eval --checkpoints $CKPTS --episodes data/maze9_revisit_more --horizon 64 --steps 1 --videos 0 \
     --context-window 16 --out runs/eval_revisit_more_window16
-# Look-back: render each closing look-around from everything before it, and from its last 16 frames
-worldmodel eval --checkpoints $CKPTS --episodes data/maze9_lookback --protocol lookback --horizon 20 --steps 1 \
-    --out runs/lookback
-worldmodel eval --checkpoints $CKPTS --episodes data/maze9_lookback --protocol lookback --horizon 20 --steps 1 \
-    --videos 0 --context-window 16 --out runs/lookback_window16
+# Look-back: render each closing look-around from everything before it, and from its last 16
+# frames; its views were last seen ~171 frames earlier (256-step episodes) or ~54 (100-step ones)
+for n in "" 100; do
+    worldmodel eval --checkpoints $CKPTS --episodes "data/maze9_lookback$n" --protocol lookback --horizon 20 --steps 1 \
+        --out "runs/lookback$n"
+    worldmodel eval --checkpoints $CKPTS --episodes "data/maze9_lookback$n" --protocol lookback --horizon 20 --steps 1 \
+        --videos 0 --context-window 16 --out "runs/lookback${n}_window16"
+done
 python scripts/memory_half_lives.py checkpoints/maze9x9 data/maze9_lookback/ep_00810000.npz
