@@ -14,7 +14,7 @@ import torch
 
 from worldmodel.data.episodes import actions_to_index, episode_poses, load_episode
 from worldmodel.train import memory_half_lives
-from worldmodel.world import frames_to_model, load_world
+from worldmodel.world import load_world
 
 
 def main() -> None:
@@ -27,15 +27,12 @@ def main() -> None:
     world = load_world(args.checkpoint, device="cpu")
     model = world.model
     ep = load_episode(args.episode)
-    frames = torch.from_numpy(ep["image"][:args.frames])
-    x = frames_to_model(frames)[None]
-    with torch.no_grad():
-        x = world.codec.encode(x[0])[None] if world.codec is not None else x
-    actions = torch.from_numpy(actions_to_index(ep["action"])[:args.frames])[None]
-    poses = episode_poses(ep)
-    pose = torch.from_numpy(poses[:args.frames]).float()[None] if poses is not None and model.cfg.pose_cond else None
-    with torch.no_grad():
-        lives = memory_half_lives(model, x, actions, pose)
+    n = min(args.frames, len(ep["image"]))
+    with torch.no_grad():  # the model's input exactly as World.reset builds it
+        x = world._encode(torch.from_numpy(ep["image"][:n]))[None]
+        actions = torch.from_numpy(actions_to_index(ep["action"])[:n])[None]
+        poses = episode_poses(ep)
+        lives = memory_half_lives(model, x, actions, None if poses is None else world._pose(poses[:n], n))
     print(f"{args.checkpoint} ({model.cfg.variant}) on {args.episode}, {x.shape[1]} frames")
     print("layer | block | half-lives of its heads in frames, slowest last")
     for i, heads in lives.items():

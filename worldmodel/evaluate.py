@@ -656,8 +656,8 @@ def run_eval(args: argparse.Namespace) -> int:
         plan.append(dict(path=path, seed=args.seed + i, context=context, horizon=horizon, distance=distance,
                          actions=actions, true_poses=episode_poses(ep)))
 
-    references = {n: text for n, text in REFERENCES.items()
-                  if n != "closest context view" or all(p["true_poses"] is not None for p in plan)}
+    poses_known = all(p["true_poses"] is not None for p in plan)  # else no "closest context view"
+    references = {n: text for n, text in REFERENCES.items() if poses_known or n != "closest context view"}
     references |= {AE_REFERENCE: AE_REFERENCE_TEXT} if codec is not None else {}
     names = [*worlds, *references]
 
@@ -677,8 +677,7 @@ def run_eval(args: argparse.Namespace) -> int:
             preds[name] = rollout_episode(world, frames, actions, context, horizon, progress=bar.update, poses=poses,
                                           window=args.context_window)
             timing[name] += time.perf_counter() - t0
-        preds.update(reference_frames(frames[:context], horizon,
-                                      p["true_poses"] if "closest context view" in references else None))
+        preds.update(reference_frames(frames[:context], horizon, p["true_poses"] if poses_known else None))
         if codec is not None:
             x = frames_to_model(torch.from_numpy(truth).to(codec.device))
             preds[AE_REFERENCE] = frames_from_model(codec.decode(codec.encode(x))).cpu().numpy()

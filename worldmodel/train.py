@@ -241,9 +241,11 @@ def train(args: argparse.Namespace) -> Path:
         grown = warm_start(model, args.init_from)
         if accelerator.is_main_process:
             print(f"initialised from {args.init_from}" + (f" (grown: {', '.join(grown)})" if grown else ""))
+    dataset, clip_len = None, None  # built for the step's clip length, in the loop (or here, once)
     if args.memory_half_lives and ckpt is None:
-        x, a, pose = make_batch(_clip_dataset(args.data, tcfg.clip_len_at(0), seed=args.seed, codec=codec), 1,
-                                args.seed, 0, 0, 0, "cpu")
+        clip_len = tcfg.clip_len_at(0)
+        dataset = _clip_dataset(args.data, clip_len, seed=args.seed, codec=codec)
+        x, a, pose = make_batch(dataset, 1, args.seed, 0, 0, 0, "cpu")
         slow_memory_heads(model, x, a, pose if mcfg.pose_cond else None, args.memory_half_lives)
         if main:
             print(f"slowest {len(args.memory_half_lives)} heads of each SSM layer retimed to half-lives of "
@@ -279,7 +281,6 @@ def train(args: argparse.Namespace) -> Path:
             {"preset": args.preset, "model_config": mcfg.to_dict(), "train_config": tcfg.__dict__, "args": vars(args),
              "params": n_params, "processes": accelerator.num_processes, "device": str(accelerator.device)}, indent=2, default=str))
 
-    dataset, clip_len = None, None
     t_start, deadline = time.time(), (time.time() + args.max_minutes * 60 if args.max_minutes else math.inf)
     bar = tqdm(total=tcfg.max_steps, initial=step, disable=not main, dynamic_ncols=True, desc="train")
     metrics = open(out / "metrics.jsonl", "a") if main else None
