@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from worldmodel.data.env import MAZE_SIZES  # cheap: memory_maze is only imported when an env is built
+from worldmodel.data.episodes import episode_poses
 
 from .keymap import BUTTONS, CONTROLS, KEYS, action_for, parse_held
 
@@ -238,8 +239,9 @@ def build_demo(world, sessions, args: argparse.Namespace):
             obs, actions = look_around(env, args.context)
             session = new_session(seed)
             step = session.start(np.stack([o["image"] for o in obs]), actions,
-                                 poses=[(o["agent_pos"], o["agent_dir"]) for o in obs],
-                                 env=env if compare else None, env_obs=obs if compare else None)
+                                 poses=episode_poses({k: np.stack([o[k] for o in obs]) for k in ("agent_pos", "agent_dir")}),
+                                 env=env if compare else None, env_obs=obs if compare else None,
+                                 layout=obs[-1]["maze_layout"])
         except Exception as e:
             env.close()
             if session is not None:
@@ -255,8 +257,8 @@ def build_demo(world, sessions, args: argparse.Namespace):
             return (gr.skip(),) * 4
         session = new_session(0)
         try:
-            frames, actions, poses = Session.episode_context(path, args.context)
-            step = session.start(frames, actions, poses)
+            frames, actions, poses, layout = Session.episode_context(path, args.context)
+            step = session.start(frames, actions, poses, layout=layout)
         except ValueError as e:
             session.close()
             raise gr.Error(f"could not start from {Path(path).name}: {e}") from e
@@ -343,8 +345,8 @@ def build_demo(world, sessions, args: argparse.Namespace):
                 gr.Markdown(
                     f"Model: `{html.escape(str(args.checkpoint or 'checkpoints/maze9x9'))}`, {args.steps} denoising "
                     f"steps per frame, target {args.fps:g} fps. Recordings keep the context and the imagined frames "
-                    "(`context_len` marks where imagination starts); imagined frames have zero `agent_pos` / "
-                    "`agent_dir` (the demo plays the model on actions alone, without poses).")
+                    "(`context_len` marks where imagination starts); imagined frames carry the pose the "
+                    "model was given, dead-reckoned from the actions (the model never sees the real environment).")
 
         frame_outputs = [view, status, plot]
         start.click(start_env, [maze, seed, compare], [session, *frame_outputs],

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from worldmodel.data.episodes import EpisodeRecorder, actions_to_index, index_to_onehot, load_episode, save_episode
+from worldmodel.data.episodes import (EpisodeRecorder, actions_to_index, episode_poses, index_to_onehot, load_episode,
+                                      save_episode)
 from worldmodel.evaluate import write_video
 from worldmodel.world import World
 
@@ -97,7 +98,8 @@ class Session:
       - `image` holds the context frames, then the imagined ones; `context_len` says where the
         imagined part begins, as in evaluation episodes.
       - `agent_pos` / `agent_dir` are the true poses for context frames that came from the real
-        env or from an episode file, and zeros for imagined frames (the app gives the model no pose).
+        env or from an episode file; for imagined frames, the pose the model was given, dead-reckoned
+        from the actions (`worldmodel.odometry`), or zeros if it had none.
       - with the real env alongside, a second file `*_real.npz` holds the real trajectory under
         the same actions, with every observation key.
     """
@@ -114,7 +116,8 @@ class Session:
         self._delivered: deque[float] = deque(maxlen=20)
         self._frames: list[np.ndarray] = []
         self._actions: list[int] = []
-        self._poses: list[tuple[np.ndarray, np.ndarray]] = []
+        self._poses: list[np.ndarray] = []  # (x, y, dx, dy) per recorded frame, zeros = unknown
+        self._layout: np.ndarray | None = None
         self._real: EpisodeRecorder | None = None
         self._real_frames: list[np.ndarray] = []
         self.context_len = 0
@@ -122,16 +125,18 @@ class Session:
         self.closed = False
 
     # -- starting ------------------------------------------------------------------------------
-    def start(self, frames: np.ndarray, actions, poses: list | None = None, env: RealEnv | None = None,
-              env_obs: list[dict] | None = None) -> Step:
-        """Seed the world with context frames; `env` (already at the last context frame) and its
-        observations `env_obs` make this a side-by-side game against the real environment."""
-        frame = self.world.reset(frames, actions)
+    def start(self, frames: np.ndarray, actions, poses: np.ndarray | None = None, env: RealEnv | None = None,
+              env_obs: list[dict] | None = None, layout: np.ndarray | None = None) -> Step:
+        """Seed the world with context frames (and their (T, 4) poses and the maze's layout, which
+        let a pose-conditioned model dead-reckon its pose, and so recall, as it plays); `env` (already
+        at the last context frame) and its observations `env_obs` make this a side-by-side game
+        against the real environment, which the model never sees."""
+        frame = self.world.reset(frames, actions, poses, layout)
         self._set_env(env)
-        zeros = (np.zeros(2, np.float32), np.zeros(2, np.float32))
         self._frames = list(np.asarray(frames))
         self._actions = [int(a) for a in actions]
-        self._poses = list(poses) if poses is not None else [zeros] * len(frames)
+        self._poses = list(np.nan_to_num(poses)) if poses is not None else [np.zeros(4, np.float32)] * len(frames)
+        self._layout = layout
         self.context_len = len(frames)
         self._real, self._real_frames = None, []
         if env is not None:
@@ -144,12 +149,14 @@ class Session:
         return Step(frame, env_obs[-1]["image"] if env is not None else None)
 
     @classmethod
-    def episode_context(cls, path: str | Path, frames: int) -> tuple[np.ndarray, np.ndarray, list]:
-        """The first `frames` frames of an episode file, their actions and poses (ValueError if unreadable)."""
-        ep = load_episode(path, keys=("image", "action", "agent_pos", "agent_dir"))
+    def episode_context(cls, path: str | Path, frames: int) -> tuple[np.ndarray, np.ndarray, list, np.ndarray]:
+        """The first `frames` frames of an episode file, their actions and poses, and the maze's
+        layout (ValueError if unreadable)."""
+        ep = load_episode(path)
         n = min(frames, len(ep["image"]))
-        poses = list(zip(ep["agent_pos"][:n].astype(np.float32), ep["agent_dir"][:n].astype(np.float32)))
-        return ep["image"][:n], actions_to_index(ep["action"][:n]), poses
+        poses = episode_poses(ep)
+        layout = ep["maze_layout"][n - 1] if "maze_layout" in ep else None
+        return ep["image"][:n], actions_to_index(ep["action"][:n]), None if poses is None else poses[:n], layout
 
     def _set_env(self, env: RealEnv | None) -> None:
         if self.env is not None and self.env is not env:
@@ -180,7 +187,7 @@ class Session:
         if self.recording:
             self._frames.append(frame)
             self._actions.append(int(action))
-            self._poses.append((np.zeros(2, np.float32), np.zeros(2, np.float32)))
+            self._poses.append(np.zeros(4, np.float32) if self.world.pose is None else self.world.pose.copy())
             if real_future is not None:
                 self._real.add(action, obs)
                 self._real_frames.append(obs["image"])
@@ -228,7 +235,8 @@ class Session:
         self._set_env(None)
         frame = self.world.last_frame
         self._frames, self._actions = [frame], [0]
-        self._poses = [(np.zeros(2, np.float32), np.zeros(2, np.float32))]
+        self._poses = [np.nan_to_num(self.world.pose) if self.world.pose is not None else np.zeros(4, np.float32)]
+        self._layout = self.world.layout
         self.context_len = 1
         self._real, self._real_frames = None, []
         self.psnrs.clear()
@@ -245,10 +253,12 @@ class Session:
         episode = {
             "image": np.stack(self._frames),
             "action": index_to_onehot(self._actions[1:]),
-            "agent_pos": np.stack([p for p, _ in self._poses]),
-            "agent_dir": np.stack([d for _, d in self._poses]),
+            "agent_pos": np.stack(self._poses)[:, :2],
+            "agent_dir": np.stack(self._poses)[:, 2:],
             "context_len": np.int64(self.context_len),
         }
+        if self._layout is not None:  # so that a recording can seed a world again, with dead reckoning
+            episode["maze_layout"] = np.repeat(np.asarray(self._layout, np.uint8)[None], len(self._frames), axis=0)
         paths = [video, save_episode(stem.with_suffix(".npz"), episode)]
         if self._real is not None:
             real = dict(self._real.episode(), context_len=np.int64(self.context_len))

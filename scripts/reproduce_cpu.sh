@@ -38,6 +38,18 @@ worldmodel train $MEMORY --init-from "runs/cpu-$VARIANT/checkpoint/ema" --out "r
 worldmodel train $MEMORY --init-from "runs/pose-$VARIANT/checkpoint/ema" --out "runs/gap-$VARIANT" --max-steps 400 --gap-prob 0.8
 RUN="runs/gap-$VARIANT"
 fi
+# Stage 4, ours only: the pose-keyed memory (--pose-memory; its inputs start at zero, so it begins as
+# stage 3), 1,000 steps on 320 out-and-back episodes, the scored frames late in each clip.
+if [ "$VARIANT" = ours ]; then
+worldmodel generate-data --maze 9x9 --episodes 160 --length 255 --workers 2 --seed 2160 --kind revisit \
+    --out data/maze9_revisit_train2
+mkdir -p data/maze9_revisit_train320
+for f in data/maze9_revisit_train/*.npz data/maze9_revisit_train2/*.npz; do ln -sf "$(realpath "$f")" data/maze9_revisit_train320/; done
+worldmodel train --preset cpu --variant ours --pose-memory --vae "$VAE" --data data/maze9_revisit_train320 --clip-len 256 \
+    --batch-size 2 --lr 4e-4 --max-steps 1000 --prefix-prob 0.9 --prefix-min 0.6 --ckpt-every 50 --sample-every 0 --resume \
+    --init-from "runs/gap-ours/checkpoint/ema" --out runs/posemem-ours
+RUN=runs/posemem-ours
+fi
 DEST=checkpoints/maze9x9; [ "$VARIANT" = ours ] || DEST="checkpoints/maze9x9-$VARIANT"
 worldmodel export "$RUN" "$DEST"
 # The comparison (BENCHMARKS.md) over the checkpoints that exist

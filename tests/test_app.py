@@ -52,8 +52,9 @@ def test_session_plays_saves_and_records(tmp_path):
 
     session = Session(load_world("tiny", device="cpu"), fps=5)
     try:
-        frames, actions, poses = Session.episode_context(_episode(tmp_path / "ep.npz"), CONTEXT)
-        session.start(frames, actions, poses)
+        frames, actions, poses, layout = Session.episode_context(_episode(tmp_path / "ep.npz"), CONTEXT)
+        assert np.isnan(poses).all() and layout is None  # zero headings: no pose known
+        session.start(frames, actions, poses, layout=layout)
         bytes0 = session.world.state_bytes()
         for a in (FORWARD, LEFT, FORWARD_RIGHT):
             assert session.step(a).frame.shape == (64, 64, 3)

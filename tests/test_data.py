@@ -15,12 +15,13 @@ import sys
 import numpy as np
 import pytest
 
-from worldmodel.data.episodes import (EpisodeRecorder, actions_to_index, index_to_onehot,
+from worldmodel.data.episodes import (EpisodeRecorder, actions_to_index, episode_poses, index_to_onehot,
                                       load_episode, save_episode, validate_episode)
 from worldmodel.data.generate import MANIFEST, generate_episodes, make_episode
 from worldmodel.data.policies import (PathFollower, bfs_distances, cell_of, heading_error,
                                       shortest_path, steer)
 from worldmodel.data.trajectories import explore_episode, recall_distance
+from worldmodel.odometry import Odometry
 
 LENGTH = 40
 SEED = 123
@@ -276,6 +277,14 @@ def test_revisit_episode(tmp_path):
     assert (recall[-15:] >= 0).all() and recall[-1] > length // 2
     past = recall_distance(pos, direction, context_len, within="past")
     assert (past[recall >= 0] <= recall[recall >= 0]).all()
+    # Dead reckoning (worldmodel.odometry) follows the real agent out and back from its actions alone
+    poses, actions = episode_poses(ep), actions_to_index(ep["action"])
+    track = Odometry(poses[1], poses[0], layout)
+    est = np.stack([track.step(a) for a in actions[2:]])
+    off = np.linalg.norm(est[:, :2] - poses[2:, :2], axis=1)
+    turned = np.degrees(np.abs(np.angle((est[:, 2] + 1j * est[:, 3]) / (poses[2:, 2] + 1j * poses[2:, 3]))))
+    assert off.max() < 0.5 and turned.max() < 5, (off.max(), turned.max())
+    assert cell_of(est[-1, :2], layout) == cell_of(pos[0], layout)
 
 
 def test_reasoning_episode(tmp_path):

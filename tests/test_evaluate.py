@@ -278,21 +278,23 @@ def test_shipped_baselines_share_the_shipped_latent_space(variant):
 
 def test_eval_gives_a_pose_model_the_episodes_poses(revisit, tmp_path):
     """The paper's protocol: a pose-conditioned model is given the episode's true poses (context and
-    generated frames); --no-pose withholds them, as the app does."""
+    generated frames); --no-pose withholds them; --dead-reckon gives the context's and lets the world
+    dead-reckon the rest, as the app does."""
     from helpers import randomized
 
     folder, _ = revisit
     ckpt = tmp_path / "posed"
     randomized(pose_cond=True).save_pretrained(ckpt)
     results = {}
-    for flag in ([], ["--no-pose"]):
-        out = tmp_path / f"eval{len(flag)}"
+    for flag in ("", "--no-pose", "--dead-reckon"):
+        out = tmp_path / f"eval{flag}"
         assert main(["eval", "--checkpoints", f"posed={ckpt}", "--episodes", str(folder), "--limit", "1",
-                     "--horizon", "3", "--steps", "1", "--videos", "0", "--no-progress", "--out", str(out), *flag]) == 0
-        results[bool(flag)] = json.loads((out / "results.json").read_text())
-    assert results[False]["settings"]["poses"] is True and results[True]["settings"]["poses"] is False
+                     "--horizon", "3", "--steps", "1", "--videos", "0", "--no-progress", "--out", str(out),
+                     *([flag] if flag else [])]) == 0
+        results[flag] = json.loads((out / "results.json").read_text())
+    assert [r["settings"]["poses"] for r in results.values()] == ["all", "none", "context, then dead-reckoned"]
     psnr = {k: r["episodes"][0]["metrics"]["posed"]["psnr"] for k, r in results.items()}
-    assert psnr[False] != psnr[True]
+    assert psnr[""] != psnr["--no-pose"] and psnr["--dead-reckon"] != psnr["--no-pose"]
 
 
 def test_eval_context_window_and_commit_noise(revisit, tmp_path):

@@ -9,7 +9,7 @@ import torch
 from worldmodel.config import get_preset
 from worldmodel.diffusion import FlowMatching
 from worldmodel.evaluate import rollout
-from worldmodel.model import WorldModel
+from worldmodel.model import PoseMemory, WorldModel
 from worldmodel.train import warm_start
 from worldmodel.world import World
 
@@ -115,3 +115,125 @@ def test_memory_gaps_noise_the_frames_after_the_prefix_and_hide_them_from_the_ne
     clean = ~after_noisy
     clean[:, 0] = False
     torch.testing.assert_close(seen["prev"][:, 1:][clean[:, 1:]], x0[:, :-1][clean[:, 1:]])
+
+
+# -- pose-keyed memory (ModelConfig.pose_memory) --------------------------------------------------
+
+# the tiny preset works on 8x8x3 pixel patches: a coarse map keeps its memory state small (and fast)
+SMALL_MEMORY = dict(pose_cond=True, pose_memory=True, memory_cells=10, memory_headings=4)
+
+def poses(rows):
+    """(x, y, heading in degrees) rows -> (1, T, 4) poses."""
+    r = torch.tensor(rows, dtype=torch.float32)
+    rad = torch.deg2rad(r[:, 2])
+    return torch.stack([r[:, 0], r[:, 1], rad.cos(), rad.sin()], dim=-1)[None]
+
+
+def test_memory_keys_are_tent_weights_and_unknown_is_zero():
+    memory = PoseMemory(cells=10, headings=20)
+    keys = memory.keys(poses([[3, 4, 0], [3.25, 4.5, 9], [8.9, 0.2, 350], [3, 4, 18]]))
+    torch.testing.assert_close(keys.sum(-1), torch.ones(1, 4))  # a partition of unity
+    assert (keys[0, 0] > 0).sum() == 1 and keys[0, 0].max() == 1  # on a lattice point and a bin
+    assert (keys[0, 1] > 0).sum() == 8  # between points and bins: 2 x 2 x 2 tents
+    assert (keys[0, 0] * keys[0, 3]).sum() == 0  # one 18-degree turn apart: disjoint
+    assert memory.keys(torch.full((1, 2, 4), float("nan"))).abs().sum() == 0
+
+
+def test_memory_recalls_what_was_seen_at_a_pose_however_long_ago():
+    memory = PoseMemory(cells=10, headings=20)
+    T, N, V = 300, 4, 3
+    values = torch.randn(1, T, N, V)
+    written = poses([[2, 2, 0]] + [[5 + (t % 3), 6, 90 + 18 * (t % 5)] for t in range(1, T)])
+    read = written.clone()
+    read[0, -1] = torch.tensor([2.0, 2.0, 1.0, 0.0])  # back where frame 0 was seen, 299 frames later
+    written[0, 7] = float("nan")  # an unknown pose is not written
+    mean, conf, state = memory(values, written, read)
+    torch.testing.assert_close(mean[0, -1], values[0, 0])
+    torch.testing.assert_close(conf[0, -1], torch.full((N, 1), 1 / (1 + memory.EPS)))
+    # the read at a pose never written is empty
+    _, empty, _ = memory(values[:, :2], written[:, :2], poses([[7, 7, 180], [7, 7, 180]]))
+    assert empty.abs().sum() == 0
+    # streaming in pieces gives the same reads and state
+    m1, c1, s1 = memory(values[:, :100], written[:, :100], read[:, :100])
+    m2, c2, s2 = memory(values[:, 100:], written[:, 100:], read[:, 100:], s1)
+    torch.testing.assert_close(torch.cat([m1, m2], 1), mean)
+    torch.testing.assert_close(torch.cat([c1, c2], 1), conf)
+    torch.testing.assert_close(s2, state)
+
+
+def test_pose_memory_model_streams_like_parallel_and_recalls_through_the_world():
+    model = randomized("ours", **SMALL_MEMORY)
+    x, sigma, a, pose = clip(T=7, pose=True)
+    with torch.no_grad():
+        parallel, _ = model(x, sigma, a, pose=pose)
+        state, outs = None, []
+        for t in range(7):
+            out, state = model(x[:, t:t + 1], sigma[:, t:t + 1], a[:, t:t + 1], state, pose=pose[:, t:t + 1])
+            outs.append(out)
+    torch.testing.assert_close(torch.cat(outs, 1), parallel, atol=2e-5, rtol=1e-4)
+
+    # the frame made at a pose depends on what was seen there long before (beyond the attention
+    # window and the SSM's reach is not needed for this) -- and on nothing else of that frame
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (40, 64, 64, 3), dtype=np.uint8)
+    other = frames.copy()
+    other[0] = 255 - frames[0]
+    actions = np.zeros(40, dtype=np.int64)
+    track = np.concatenate([np.tile([[2.0, 2.0, 1.0, 0.0]], (1, 1)),
+                            np.tile([[6.0, 6.0, 0.0, 1.0]], (39, 1))]).astype(np.float32)
+    made = []
+    for context in (frames, other):
+        world = World(model, steps=1, seed=0)
+        world.reset(context, actions, track)
+        made.append(world.step(0, pose=[2.0, 2.0, 1.0, 0.0]))
+    assert np.abs(made[0].astype(int) - made[1]).max() > 0
+    # the memory is state of a fixed size, and a snapshot carries it
+    world = World(model, steps=1, seed=0)
+    world.reset(frames, actions, track)
+    size = world.state_bytes()
+    snap = world.snapshot()
+    first = world.step(0, pose=[2.0, 2.0, 1.0, 0.0])
+    world.step(0, pose=[3.0, 2.0, 1.0, 0.0])
+    assert world.state_bytes() == size
+    world.restore(snap)
+    np.testing.assert_array_equal(world.step(0, pose=[2.0, 2.0, 1.0, 0.0]), first)
+
+
+def test_warm_start_adds_pose_memory_without_changing_the_model(tmp_path):
+    source = randomized(pose_cond=True)
+    source.save_pretrained(tmp_path / "src")
+    memory = WorldModel(source.cfg.to_dict() | SMALL_MEMORY)
+    assert warm_start(memory, tmp_path / "src") == ["patch_embed.weight"]
+    x, sigma, a, pose = clip(T=6, pose=True)
+    with torch.no_grad():
+        torch.testing.assert_close(memory.eval()(x, sigma, a, pose=pose)[0], source(x, sigma, a, pose=pose)[0])
+    with pytest.raises(ValueError, match="pose_memory needs"):
+        WorldModel(get_preset("tiny").model.to_dict() | {"pose_memory": True})
+
+
+def test_world_dead_reckons_the_pose_of_steps_taken_without_one():
+    model = randomized(**SMALL_MEMORY)
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, (5, 64, 64, 3), dtype=np.uint8)
+    angles = np.radians(18.5 * np.arange(5))  # turning left on the spot, as the app's context does
+    context_poses = np.stack([np.full(5, 3.5), np.full(5, 4.5), np.cos(angles), np.sin(angles)], 1).astype(np.float32)
+    actions = np.array([0, 2, 2, 2, 2])
+    world = World(model, steps=1, seed=0)
+    world.reset(frames, actions, context_poses, layout=np.ones((9, 9)))
+    snap = world.snapshot()
+    made = [world.step(2) for _ in range(10)]
+    np.testing.assert_allclose(world.pose[:2], [3.5, 4.5], atol=1e-6)
+    turned = np.degrees(np.arctan2(world.pose[3], world.pose[2]) - angles[-1]) % 360
+    assert abs(turned - 185) < 2, turned  # ten more 18.5-degree turns
+    # the dead-reckoned poses are what the model was given: passing them explicitly changes nothing
+    world.restore(snap)
+    given = World(model, steps=1, seed=0)
+    given.reset(frames, actions, context_poses)
+    for frame in made:
+        world.step(2)
+        np.testing.assert_array_equal(given.step(2, pose=world.pose), frame)
+    # and walking into the outer wall stops there
+    world.restore(snap)
+    for _ in range(60):
+        world.step(1)
+    assert 0 < world.pose[0] < 9 and 0 < world.pose[1] < 9

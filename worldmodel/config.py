@@ -44,6 +44,14 @@ class ModelConfig:
     # as the paper's Memory Maze models are given: retracing a path replays poses seen before, so
     # the memory has a key to recall by. Optional per frame (NaN = unknown: the app has no pose).
     pose_cond: bool = False
+    # Pose-keyed memory (needs pose_cond): a recurrent map from pose to what was seen there, so a
+    # view seen long ago can be recalled when the agent stands there again -- what the SSM heads did
+    # not learn on this project's CPU budget (their states halve within ~16 frames, BENCHMARKS.md).
+    # Keys: tent weights on a memory_cells^2 lattice of positions (one per cell) times
+    # memory_headings heading bins (Memory Maze turns 18.4 degrees a step: 20 bins ~ one per step).
+    pose_memory: bool = False
+    memory_cells: int = 10
+    memory_headings: int = 20
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -58,6 +66,8 @@ class ModelConfig:
             raise ValueError("d_model must be a multiple of n_heads")
         if (self.expand * self.d_model) % self.headdim:
             raise ValueError("expand * d_model must be a multiple of headdim")
+        if self.pose_memory and not (self.pose_cond and self.prev_frame_input):
+            raise ValueError("pose_memory needs pose_cond (its keys) and prev_frame_input (what it stores)")
 
     @property
     def grid(self) -> int:

@@ -62,16 +62,17 @@ PROTOCOLS = {"retrieval": "revisit", "lookback": "revisit", "reasoning": "reason
 
 # -- rollouts ----------------------------------------------------------------------------------
 def rollout(world: World, context_frames: np.ndarray, context_actions: np.ndarray, actions: Sequence[int],
-            progress: Callable[[int], object] | None = None, poses: np.ndarray | None = None) -> np.ndarray:
+            progress: Callable[[int], object] | None = None, poses: np.ndarray | None = None,
+            layout: np.ndarray | None = None) -> np.ndarray:
     """Seed `world` with real context frames (and the actions that led to them), then take
-    `actions` one by one. `poses` (optional, (len(context_frames) + len(actions), 4)): the agent's
-    pose at every frame, for a pose-conditioned model. Returns the generated frames
-    (len(actions), H, W, 3) uint8."""
+    `actions` one by one. `poses` (optional, (>= len(context_frames), 4)): the agent's pose at each
+    frame, for a pose-conditioned model; steps past the last one are dead-reckoned by the world
+    (in the maze `layout`, if given). Returns the generated frames (len(actions), H, W, 3) uint8."""
     context = len(context_frames)
-    last = world.reset(context_frames, context_actions, None if poses is None else poses[:context])
+    last = world.reset(context_frames, context_actions, None if poses is None else poses[:context], layout)
     out = np.empty((len(actions), *last.shape), dtype=np.uint8)
     for i, action in enumerate(actions):
-        out[i] = world.step(int(action), None if poses is None else poses[context + i])
+        out[i] = world.step(int(action), poses[context + i] if poses is not None and context + i < len(poses) else None)
         if progress is not None:
             progress(1)
     return out
@@ -79,15 +80,15 @@ def rollout(world: World, context_frames: np.ndarray, context_actions: np.ndarra
 
 def rollout_episode(world: World, frames: np.ndarray, actions: np.ndarray, context: int, horizon: int,
                     progress: Callable[[int], object] | None = None, poses: np.ndarray | None = None,
-                    window: int | None = None) -> np.ndarray:
+                    window: int | None = None, layout: np.ndarray | None = None) -> np.ndarray:
     """Seed `world` with the first `context` frames (only the last `window` of them, if given: what
     a model that remembers that far could use), then replay the episode's next `horizon` actions
-    (and poses, if given: (len(frames), 4)). Returns the generated frames (horizon, H, W, 3) uint8,
+    (and poses, if given: (>= context, 4); frames past them are dead-reckoned in `layout`). Returns the generated frames (horizon, H, W, 3) uint8,
     aligned with frames[context:context + horizon]."""
     horizon = min(horizon, len(frames) - context)
     lo = 0 if window is None else max(0, context - window)
     return rollout(world, frames[lo:context], actions[lo:context], actions[context:context + horizon], progress,
-                   None if poses is None else poses[lo:context + horizon])
+                   None if poses is None else poses[lo:context + horizon], layout)
 
 
 
@@ -399,7 +400,7 @@ def run_rollout(args: argparse.Namespace) -> int:
     if args.scale < 1 or (args.horizon is not None and args.horizon < 1):
         raise ValueError("--scale and --horizon must be >= 1")
     world = load_world(args.checkpoint, device=args.device, steps=args.steps, seed=args.seed)
-    truth = poses = None
+    truth = poses = layout = None
     if args.episode is not None:
         ep = load_episode(args.episode)
         frames, actions, poses = ep["image"], actions_to_index(ep["action"]), episode_poses(ep)
@@ -410,9 +411,11 @@ def run_rollout(args: argparse.Namespace) -> int:
         if script is None:
             script = actions[context:context + (args.horizon or len(frames))].tolist()
             truth = frames[context:]
-        # Poses only while the episode replays its own actions: a model trained with them for whole
-        # clips or not at all would not know what to make of poses that stop.
-        poses = poses[:context + len(script)] if truth is not None and poses is not None else None
+        # The episode's poses while it replays its own actions; a script of other actions gets the
+        # context's poses, and the world dead-reckons the rest in the episode's maze.
+        if poses is not None:
+            poses = poses[:context + len(script)] if truth is not None else poses[:context]
+        layout = ep["maze_layout"][context - 1] if "maze_layout" in ep else None
     else:
         look = args.context if args.context is not None else 21
         if look < 1:
@@ -422,7 +425,8 @@ def run_rollout(args: argparse.Namespace) -> int:
         raise ValueError("--side-by-side needs ground truth: replay an episode's own actions, or take the "
                          "context from the real environment (no --episode)")
     t0 = time.perf_counter()
-    generated = rollout(world, context_frames, context_actions, script, poses=None if args.no_pose else poses)
+    generated = rollout(world, context_frames, context_actions, script, poses=None if args.no_pose else poses,
+                        layout=layout)
     elapsed = time.perf_counter() - t0
     name = Path(args.checkpoint).name if args.checkpoint else DEFAULT_CHECKPOINT.name
     rows, labels = ([truth[:len(generated)], generated], ["ground truth", name]) if args.side_by_side \
@@ -610,7 +614,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
                         help="noise level at which generated frames enter the state (World's commit_sigma); higher "
                              "hides more of the model's own frames from it")
     parser.add_argument("--no-pose", action="store_true", help="do not give pose-conditioned models the episodes' "
-                                                                "poses (as in the app, which has none)")
+                                                                "poses")
+    parser.add_argument("--dead-reckon", action="store_true",
+                        help="give pose-conditioned models the context's poses only; the generated frames' poses are "
+                             "dead-reckoned from the actions in the episode's maze (as in the app)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--lpips-weights", default=None,
                         help="AlexNet (torchvision) or full LPIPS state dict, .pth or .safetensors; LPIPS is null "
@@ -644,7 +651,7 @@ def run_eval(args: argparse.Namespace) -> int:
     # Episodes: what to condition on and which frames to score (read once up front, frames later).
     plan = []
     for i, path in enumerate(files):
-        ep = load_episode(path, keys=("agent_pos", "agent_dir", "action"))
+        ep = load_episode(path, keys=("agent_pos", "agent_dir", "action", *(("maze_layout",) if args.dead_reckon else ())))
         t1 = len(ep["action"])
         actions = actions_to_index(ep["action"])
         context = (args.context if args.context is not None else closing_look_start(actions) if protocol == "lookback"
@@ -654,7 +661,8 @@ def run_eval(args: argparse.Namespace) -> int:
         horizon = min(args.horizon or t1, t1 - context)
         distance = recall_distance(ep["agent_pos"], ep["agent_dir"], context)[:horizon]
         plan.append(dict(path=path, seed=args.seed + i, context=context, horizon=horizon, distance=distance,
-                         actions=actions, true_poses=episode_poses(ep)))
+                         actions=actions, true_poses=episode_poses(ep),
+                         layout=ep["maze_layout"][context - 1] if args.dead_reckon else None))
 
     poses_known = all(p["true_poses"] is not None for p in plan)  # else no "closest context view"
     references = {n: text for n, text in REFERENCES.items() if poses_known or n != "closest context view"}
@@ -668,6 +676,8 @@ def run_eval(args: argparse.Namespace) -> int:
         frames = load_episode(p["path"], keys=("image",))["image"]
         actions, context, horizon = p["actions"], p["context"], p["horizon"]
         poses = None if args.no_pose else p["true_poses"]
+        if args.dead_reckon and poses is not None:
+            poses = poses[:context]
         truth = frames[context:context + horizon]
         preds = {}
         for name, base in worlds.items():
@@ -675,7 +685,7 @@ def run_eval(args: argparse.Namespace) -> int:
                           commit_sigma=args.commit_sigma)
             t0 = time.perf_counter()
             preds[name] = rollout_episode(world, frames, actions, context, horizon, progress=bar.update, poses=poses,
-                                          window=args.context_window)
+                                          window=args.context_window, layout=p["layout"])
             timing[name] += time.perf_counter() - t0
         preds.update(reference_frames(frames[:context], horizon, p["true_poses"] if poses_known else None))
         if codec is not None:
@@ -720,7 +730,8 @@ def run_eval(args: argparse.Namespace) -> int:
         references=references,
         settings=dict(episodes=str(folder), context=args.context, context_window=args.context_window,
                       horizon=args.horizon, limit=args.limit, steps=args.steps, seed=args.seed,
-                      poses=not args.no_pose, commit_sigma=args.commit_sigma, episode_seeds=[p["seed"] for p in plan],
+                      poses="none" if args.no_pose else "context, then dead-reckoned" if args.dead_reckon else "all",
+                      commit_sigma=args.commit_sigma, episode_seeds=[p["seed"] for p in plan],
                       lpips_weights=args.lpips_weights, psnr_cap_db=PSNR_CAP_DB, data_range=1.0,
                       recall_bins=args.recall_bins, metrics="torchmetrics SSIM/PSNR per frame on [0, 1] floats"),
         device=dict(name=device_name(device), type=device.type, torch=torch.__version__,

@@ -58,6 +58,61 @@ class PoseEmbedding(nn.Module):
         return self.mlp(feats.to(self.mlp[0].weight.dtype)) * known
 
 
+class PoseMemory(nn.Module):
+    """What was seen where: a linear recurrence over frames whose state is a map from pose to the
+    clean frames seen at that pose, read at the pose of the frame being made. It is the SSD scan
+    with A = 0 (nothing decays), B = key of the frame written and C = key of the frame read, run per
+    token (1x1 blocks); its values are latent patches and a count, so a read is the key-weighted
+    mean of what was seen at nearby poses plus how much was seen. A key is the product of tent
+    weights on a lattice of positions (one point per cell) and on heading bins; an unknown pose is
+    the zero key (nothing written or read). No parameters: the network learns when to trust it.
+    Cost per frame is constant: one (keys x values) read and write, whatever the game's length."""
+
+    EPS = 0.1  # a read's confidence is count / (count + EPS): 0.9 after one frame at the exact pose
+
+    def __init__(self, cells: int, headings: int):
+        super().__init__()
+        self.cells, self.headings = cells, headings
+        self.n_keys = cells * cells * headings
+
+    def keys(self, pose):
+        """(..., 4) poses (x, y in cells, heading vector) -> (..., n_keys); zeros where unknown."""
+        known = ~pose.isnan().any(dim=-1, keepdim=True)
+        pose = pose.nan_to_num(0.0).float()
+        lattice = torch.arange(self.cells, device=pose.device, dtype=torch.float32)
+        x, y = ((1 - (pose[..., i, None].clamp(0, self.cells - 1) - lattice).abs()).clamp(min=0) for i in (0, 1))
+        turns = torch.atan2(pose[..., 3], pose[..., 2])[..., None] / (2 * torch.pi) * self.headings
+        bins = torch.arange(self.headings, device=pose.device, dtype=torch.float32)
+        dist = torch.remainder(turns - bins, self.headings)
+        h = (1 - torch.minimum(dist, self.headings - dist)).clamp(min=0)
+        key = x[..., :, None, None] * y[..., None, :, None] * h[..., None, None, :]
+        return key.flatten(-3) * known
+
+    def init_state(self, batch: int, tokens: int, values: int, device=None) -> torch.Tensor:
+        return torch.zeros(batch, self.n_keys, tokens, values + 1, device=device, dtype=torch.float32)
+
+    @torch.autocast("cuda", enabled=False)  # sums over a whole game: float32, also under bf16 training
+    @torch.autocast("cpu", enabled=False)
+    def forward(self, values, write_pose, read_pose, state=None):
+        """values (B, T, N, V): the clean frame before each frame, as N tokens; write_pose (B, T, 4)
+        its pose; read_pose (B, T, 4) the pose of each frame made. Frame t reads everything written
+        at frames <= t (i.e. seen before it). Returns the mean (B, T, N, V), the confidence
+        (B, T, N, 1) and the state after the T writes."""
+        B, T, N, V = values.shape
+        kw, kr = self.keys(write_pose), self.keys(read_pose)
+        vals = torch.cat([values.float(), values.new_ones(B, T, N, 1, dtype=torch.float32)], dim=-1)
+        causal = torch.ones(T, T, dtype=torch.bool, device=values.device).tril()
+        weights = (kr @ kw.transpose(1, 2)).masked_fill(~causal, 0.0)  # (B, T read, T written)
+        read = torch.einsum("bts,bsnv->btnv", weights, vals)
+        written = torch.einsum("bsk,bsnv->bknv", kw, vals)
+        if state is not None:
+            read = read + torch.einsum("btk,bknv->btnv", kr, state)
+            written = written + state
+        count = read[..., -1:]
+        mean = read[..., :-1] / count.clamp(min=1e-6)
+        return mean.to(values.dtype), (count / (count + self.EPS)).to(values.dtype), written
+
+
 def modulate(x, shift, scale):
     return x * (1 + scale) + shift
 
@@ -123,7 +178,10 @@ class WorldModel(ModelMixin, ConfigMixin):
         super().__init__()
         cfg = self.cfg = ModelConfig(**(config or {}))
         d, p = cfg.d_model, cfg.patch_size
-        self.patch_embed = nn.Linear(p * p * cfg.in_channels * (2 if cfg.prev_frame_input else 1), d)
+        patch = p * p * cfg.in_channels
+        # inputs per token: the noisy patch, the previous clean frame's, and the memory's mean + confidence
+        self.memory = PoseMemory(cfg.memory_cells, cfg.memory_headings) if cfg.pose_memory else None
+        self.patch_embed = nn.Linear(patch * (1 + cfg.prev_frame_input + cfg.pose_memory) + cfg.pose_memory, d)
         self.pos_embed = nn.Parameter(torch.randn(cfg.tokens_per_frame, d) * 0.02)
         self.sigma_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.sigma_embed = TimestepEmbedding(256, d)
@@ -147,6 +205,9 @@ class WorldModel(ModelMixin, ConfigMixin):
         c = self.cfg
         if c.prev_frame_input:  # the newest clean frame (zeros before the first)
             state["prev"] = torch.zeros(batch, 1, c.frame_size, c.frame_size, c.in_channels, device=device, dtype=dtype)
+        if self.memory is not None:  # the map of what was seen where, and the newest frame's pose (to write it)
+            state["memory"] = self.memory.init_state(batch, c.tokens_per_frame, c.patch_size ** 2 * c.in_channels, device)
+            state["prev_pose"] = torch.full((batch, 1, 4), float("nan"), device=device)
         return state
 
     # -- patches -----------------------------------------------------------------------------
@@ -159,6 +220,21 @@ class WorldModel(ModelMixin, ConfigMixin):
         B, T = x.shape[:2]
         p, G, C = self.cfg.patch_size, self.cfg.grid, self.cfg.in_channels
         return x.reshape(B, T, G, G, p, p, C).permute(0, 1, 2, 4, 3, 5, 6).reshape(B, T, G * p, G * p, C)
+
+    def _recall(self, prev, pose, state, new_state):
+        """The memory's read for each frame (mean and confidence per token) after writing the frame
+        before it, `prev`, at its pose; fills new_state's memory and prev_pose."""
+        B, T = prev.shape[:2]
+        G = self.cfg.grid
+        if pose is None:
+            pose = torch.full((B, T, 4), float("nan"), device=prev.device)
+        before = state.get("prev_pose")
+        before = torch.full((B, 1, 4), float("nan"), device=prev.device) if before is None else before
+        prev_pose = torch.cat([before.to(pose.dtype), pose[:, :-1]], dim=1)
+        values = self.patchify(prev).reshape(B, T, G * G, -1)
+        mean, conf, new_state["memory"] = self.memory(values, prev_pose, pose, state.get("memory"))
+        new_state["prev_pose"] = pose[:, -1:]
+        return mean.reshape(B, T, G, G, -1), conf.reshape(B, T, G, G, 1)
 
     def condition(self, sigma, action, pose=None):
         """One vector per frame from its noise level in [0, 1], its action and (if the model takes
@@ -190,6 +266,8 @@ class WorldModel(ModelMixin, ConfigMixin):
                 prev = torch.cat([first, x[:, :-1]], dim=1)
             patches = torch.cat([patches, self.patchify(prev)], dim=-1)
             new_state["prev"] = x[:, -1:]
+        if self.memory is not None:
+            patches = torch.cat([patches, *self._recall(prev, pose, state, new_state)], dim=-1)
         h = self.patch_embed(patches) + self.pos_embed.reshape(1, 1, self.cfg.grid, self.cfg.grid, -1)
         c = self.condition(sigma, action, pose)
         for i, blk in enumerate(self.blocks):

@@ -205,8 +205,10 @@ def train(args: argparse.Namespace) -> Path:
     if args.variant:
         mcfg.variant = args.variant
         mcfg.__post_init__()
-    if args.pose:
+    if args.pose or args.pose_memory:
         mcfg.pose_cond = True
+    if args.pose_memory:
+        mcfg.pose_memory = True
     for name in ("batch_size", "max_steps", "lr", "clip_len", "grad_accum", "val_every", "ckpt_every", "sample_every",
                  "pose_drop", "gap_prob", "gap_max", "prefix_prob", "prefix_min"):
         if getattr(args, name, None) is not None:
@@ -379,6 +381,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                          "optimizer and schedule); ignored when --resume finds a checkpoint")
     p.add_argument("--pose", action="store_true", help="condition on the agent's pose as well as the action "
                                                          "(the paper's Memory Maze setup; dropped for --pose-drop of clips)")
+    p.add_argument("--pose-memory", action="store_true", help="add the pose-keyed memory (implies --pose): a map "
+                                                                "from pose to the frames seen there, read when a pose recurs")
     p.add_argument("--pose-drop", type=float, help="with --pose: fraction of clips trained without poses (default 0.3)")
     p.add_argument("--gap-prob", type=float, help="fraction of clean-prefix clips with a memory gap: up to --gap-max "
                                                    "frames after the prefix heavily noised, so later ones must be recalled")

@@ -4,7 +4,9 @@
     frame = world.reset(context_frames, context_actions) # uint8 (T,H,W,3), (T,) -> uint8 (H,W,3)
     frame = world.step(action)                          # one new frame
     # a pose-conditioned model (cfg.pose_cond) also takes the agent's pose (x, y, dx, dy) per
-    # frame: reset(..., context_poses=(T, 4)), step(action, pose=(4,)); without it, it runs on actions
+    # frame: reset(..., context_poses=(T, 4)), step(action, pose=(4,)); a step without a pose after
+    # a posed context gets the pose dead-reckoned from the actions (worldmodel.odometry; pass the
+    # maze's layout to reset to slide along its walls); with no poses at all it runs on actions
     snap = world.snapshot(); world.restore(snap)
 
 Actions follow the Memory Maze dataset: context_actions[t] led to context_frames[t] (index 0 is
@@ -28,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from .config import NUM_ACTIONS, PRESETS, get_preset
 from .diffusion import FlowMatching
 from .model import WorldModel
+from .odometry import Odometry
 from .vae import FrameCodec, check_codec, frames_from_model, frames_to_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -133,6 +136,9 @@ class World:
         self._state: dict | None = None
         self._last: np.ndarray | None = None
         self.frames_seen = 0
+        self.odometry: Odometry | None = None  # the pose of steps taken without one
+        self.pose: np.ndarray | None = None  # the newest frame's pose, if known or dead-reckoned
+        self.layout: np.ndarray | None = None
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -155,9 +161,10 @@ class World:
 
     # -- the loop ----------------------------------------------------------------------------
     @torch.no_grad()
-    def reset(self, context_frames, context_actions, context_poses=None) -> np.ndarray:
+    def reset(self, context_frames, context_actions, context_poses=None, layout=None) -> np.ndarray:
         """Start from T real frames and the actions that led to them (and, for a pose-conditioned
-        model, the agent's (T, 4) poses, optional); returns the newest frame."""
+        model, the agent's (T, 4) poses, optional, and the maze's `maze_layout` for dead reckoning
+        past them); returns the newest frame."""
         frames = np.asarray(context_frames)
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != self.frame_shape or len(frames) == 0:
             raise ValueError(f"expected context_frames as uint8 of shape (T, {', '.join(map(str, self.frame_shape))}) "
@@ -174,6 +181,12 @@ class World:
         # would otherwise stay alive (tens of MB) until the next step.
         state = _unflatten({k: v.clone() for k, v in _flatten(state).items()})
         self._state, self._last, self.frames_seen = state, frames[-1].copy(), len(frames)
+        self.odometry = self.pose = None
+        self.layout = None if layout is None else np.asarray(layout)
+        if poses is not None and torch.isfinite(poses[0, -1]).all():
+            known = poses[0].cpu().numpy()
+            self.pose = known[-1].copy()
+            self.odometry = Odometry(known[-1], known[-2] if len(known) > 1 else None, self.layout)
         return self._last.copy()
 
     @torch.no_grad()
@@ -183,6 +196,12 @@ class World:
         if self._state is None:
             raise RuntimeError("call reset(context_frames, context_actions) before step()")
         a = torch.tensor([[action_index(action)]], device=self.device)
+        if pose is not None and self.cfg.pose_cond:  # a given pose re-anchors the dead reckoning
+            pose = pose_array([pose], 1)[0]
+            self.odometry = Odometry(pose, self.pose, self.layout) if np.isfinite(pose).all() else None
+        elif self.odometry is not None:
+            pose = self.odometry.step(action_index(action))
+        self.pose = None if pose is None else np.asarray(pose, dtype=np.float32)
         pose = self._pose(None if pose is None else [pose], 1)
         c = self.cfg
         x = torch.randn((1, 1, c.frame_size, c.frame_size, c.in_channels), device=self.device, generator=self.generator)
@@ -213,6 +232,11 @@ class World:
         snap["meta.frames_seen"] = torch.tensor(self.frames_seen)
         snap["meta.last_frame"] = torch.from_numpy(self._last.copy())
         snap["meta.rng"] = self.generator.get_state()
+        if self.odometry is not None:
+            snap["meta.odometry"] = torch.from_numpy(self.odometry.state())
+            snap["meta.pose"] = torch.from_numpy(self.pose.copy())
+            if self.layout is not None:
+                snap["meta.layout"] = torch.from_numpy(self.layout.astype(np.uint8))
         return snap
 
     def restore(self, snap: dict[str, torch.Tensor]) -> None:
@@ -239,6 +263,11 @@ class World:
         self.frames_seen = int(snap["meta.frames_seen"])
         if "meta.rng" in snap:
             self.generator.set_state(snap["meta.rng"].cpu())
+        self.layout = snap["meta.layout"].cpu().numpy() if "meta.layout" in snap else None
+        self.odometry, self.pose = None, None
+        if "meta.odometry" in snap and "meta.pose" in snap:
+            self.odometry = Odometry.from_state(snap["meta.odometry"].cpu().numpy(), self.layout)
+            self.pose = snap["meta.pose"].cpu().numpy().copy()
 
     def save_state(self, path: str | Path) -> None:
         save_file(self.snapshot(), str(path), metadata={"format": "worldmodel-snapshot", "model": json.dumps(self.cfg.to_dict())})

@@ -44,10 +44,13 @@ def actions_to_index(onehot) -> np.ndarray:
 
 def episode_poses(ep: dict) -> np.ndarray | None:
     """An episode's (T, 4) poses (x, y, dx, dy) from its agent_pos and agent_dir, None if it has none:
-    what a pose-conditioned model is given."""
+    what a pose-conditioned model is given. A frame whose heading is the zero vector (an app
+    recording's frame without a pose) gets NaN: unknown."""
     if "agent_pos" not in ep or "agent_dir" not in ep:
         return None
-    return np.concatenate([ep["agent_pos"], ep["agent_dir"]], axis=-1).astype(np.float32)
+    poses = np.concatenate([ep["agent_pos"], ep["agent_dir"]], axis=-1).astype(np.float32)
+    poses[np.abs(poses[:, 2:]).sum(-1) == 0] = np.nan
+    return poses
 
 
 def validate_episode(ep: dict, name: str = "episode", partial: bool = False) -> None:
