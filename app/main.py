@@ -171,6 +171,9 @@ def _status_html(session) -> str:
         f'device <b>{html.escape(s["device"])}</b>',
         f"recorded {rec}",
     ]
+    if s["pose"] is not None:  # what the model's memory is read at
+        x, y, dx, dy = s["pose"]
+        parts.append(f'pose <b id="wm-pose">{x:.1f}, {y:.1f}, {np.degrees(np.arctan2(dy, dx)) % 360:.0f}&deg;</b>')
     if s["compare"] and s["mean_psnr"] is not None:
         parts.append(f"mean PSNR <b>{s['mean_psnr']:.1f}</b> dB")
     return '<div id="wm-status">' + " · ".join(parts) + "</div>"
@@ -332,7 +335,9 @@ def build_demo(world, sessions, args: argparse.Namespace):
                 compare = gr.Checkbox(False, label="Real vs imagined: step the real environment alongside",
                                       elem_id="wm-compare")
                 start = gr.Button("Start", variant="primary", elem_id="wm-start")
-                gr.Markdown(f"The real environment looks around ({args.context} frames) to seed the model.")
+                gr.Markdown(f"The real environment looks around ({args.context} frames) to seed the model; from "
+                            "then on the model dead-reckons where you are from your keys, and a pose-keyed "
+                            "memory shows what it saw there (turn around on the spot to see it).")
                 episode = gr.UploadButton("Start from an episode file (.npz)", file_types=[".npz"],
                                           elem_id="wm-episode")
                 gr.Markdown("### Save and load")

@@ -210,6 +210,7 @@ class Session:
             "max_record": self.max_record,
             "compare": self.compare,
             "mean_psnr": float(np.mean(self.psnrs)) if self.psnrs else None,
+            "pose": None if self.world.pose is None or not np.isfinite(self.world.pose).all() else self.world.pose.tolist(),
         }
 
     # -- save / load ---------------------------------------------------------------------------
