@@ -318,3 +318,19 @@ def test_eval_context_window_and_commit_noise(revisit, tmp_path):
     with pytest.raises(ValueError, match="context-window"):
         main(["eval", "--checkpoints", f"m={ckpt}", "--episodes", str(folder), "--context-window", "0",
               "--out", str(tmp_path / "bad")])
+
+
+def test_rollout_dead_reckons_the_poses_of_an_action_script(tmp_path):
+    """With --dead-reckon a pose-conditioned model gets the real env's context poses only and the
+    world dead-reckons the rest in the env's maze; given the env's true poses it makes other frames."""
+    from helpers import randomized
+
+    ckpt = tmp_path / "memory"
+    randomized(pose_cond=True, pose_memory=True, memory_headings=4).save_pretrained(ckpt)
+    videos = []
+    for flag in ([], ["--dead-reckon"]):
+        out = tmp_path / f"script{len(flag)}.gif"
+        assert main(["rollout", "--checkpoint", str(ckpt), "--actions", "W*4 A*3", "--context", "3", "--seed", "1",
+                     "--steps", "1", "--scale", "1", "--out", str(out), *flag]) == 0
+        videos.append(iio.imread(out).astype(int))
+    assert videos[0].shape == videos[1].shape and np.abs(videos[0] - videos[1]).max() > 0

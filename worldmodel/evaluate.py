@@ -338,7 +338,8 @@ def read_actions_file(path: str | Path) -> list[int]:
 def env_context(maze: str, seed: int, look: int, actions: Sequence[int]):
     """Context from the real environment: the first frame of maze `seed` and `look - 1` left
     turns (a full circle is ~20), then `actions` played in the same env as ground truth.
-    Returns (context frames, context actions, ground-truth frames, poses of all these frames)."""
+    Returns (context frames, context actions, ground-truth frames, poses of all these frames, the
+    maze's layout)."""
     from .data.env import MazeEnv
 
     with MazeEnv(maze, seed=seed) as env:
@@ -349,7 +350,7 @@ def env_context(maze: str, seed: int, look: int, actions: Sequence[int]):
     frames = np.stack([o["image"] for o in obs])
     context_actions = np.array([0] + [LEFT] * (look - 1), dtype=np.int64)
     poses = episode_poses({k: np.stack([o[k] for o in obs]) for k in ("agent_pos", "agent_dir")})
-    return frames[:look], context_actions, frames[look:], poses
+    return frames[:look], context_actions, frames[look:], poses, obs[-1]["maze_layout"]
 
 
 # -- worldmodel rollout ------------------------------------------------------------------------
@@ -381,6 +382,9 @@ def add_rollout_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--steps", type=int, default=4, help="sampler steps per frame")
     parser.add_argument("--no-pose", action="store_true", help="do not give a pose-conditioned model the agent's "
                                                                 "poses (known for an episode's or the environment's frames)")
+    parser.add_argument("--dead-reckon", action="store_true",
+                        help="give the model the context's poses only and dead-reckon the rest from the actions, as the "
+                             "app does (an action script on an episode always is)")
     parser.add_argument("--device", default="auto")
     return parser
 
@@ -420,11 +424,13 @@ def run_rollout(args: argparse.Namespace) -> int:
         look = args.context if args.context is not None else 21
         if look < 1:
             raise ValueError(f"--context must be >= 1, got {look}")
-        context_frames, context_actions, truth, poses = env_context(args.maze, args.seed, look, script)
+        context_frames, context_actions, truth, poses, layout = env_context(args.maze, args.seed, look, script)
     if args.side_by_side and truth is None:
         raise ValueError("--side-by-side needs ground truth: replay an episode's own actions, or take the "
                          "context from the real environment (no --episode)")
     t0 = time.perf_counter()
+    if args.dead_reckon and poses is not None:
+        poses = poses[:len(context_frames)]
     generated = rollout(world, context_frames, context_actions, script, poses=None if args.no_pose else poses,
                         layout=layout)
     elapsed = time.perf_counter() - t0
