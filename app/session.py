@@ -149,7 +149,8 @@ class Session:
         return Step(frame, env_obs[-1]["image"] if env is not None else None)
 
     @classmethod
-    def episode_context(cls, path: str | Path, frames: int) -> tuple[np.ndarray, np.ndarray, list, np.ndarray]:
+    def episode_context(cls, path: str | Path, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
+                                                                     np.ndarray | None]:
         """The first `frames` frames of an episode file, their actions and poses, and the maze's
         layout (ValueError if unreadable)."""
         ep = load_episode(path)

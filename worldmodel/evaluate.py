@@ -83,8 +83,8 @@ def rollout_episode(world: World, frames: np.ndarray, actions: np.ndarray, conte
                     window: int | None = None, layout: np.ndarray | None = None) -> np.ndarray:
     """Seed `world` with the first `context` frames (only the last `window` of them, if given: what
     a model that remembers that far could use), then replay the episode's next `horizon` actions
-    (and poses, if given: (>= context, 4); frames past them are dead-reckoned in `layout`). Returns the generated frames (horizon, H, W, 3) uint8,
-    aligned with frames[context:context + horizon]."""
+    (and poses, if given: (>= context, 4); frames past them are dead-reckoned in `layout`).
+    Returns the generated frames (horizon, H, W, 3) uint8, aligned with frames[context:context + horizon]."""
     horizon = min(horizon, len(frames) - context)
     lo = 0 if window is None else max(0, context - window)
     return rollout(world, frames[lo:context], actions[lo:context], actions[context:context + horizon], progress,

@@ -6,12 +6,13 @@
     # a pose-conditioned model (cfg.pose_cond) also takes the agent's pose (x, y, dx, dy) per
     # frame: reset(..., context_poses=(T, 4)), step(action, pose=(4,)); a step without a pose after
     # a posed context gets the pose dead-reckoned from the actions (worldmodel.odometry; pass the
-    # maze's layout to reset to slide along its walls); with no poses at all it runs on actions
+    # maze's layout to reset to keep it out of walls); with no poses at all it runs on actions
     snap = world.snapshot(); world.restore(snap)
 
 Actions follow the Memory Maze dataset: context_actions[t] led to context_frames[t] (index 0 is
 ignored) and step(a) takes action a from the newest frame. The state is the network's recurrent
-state -- per layer one SSM state per spatial block and a KV cache of the last k frames -- so
+state -- per layer one SSM state per spatial block and a KV cache of the last k frames, and the
+pose-keyed memory's map if the model has one -- so
 time and memory per frame do not depend on how long the game has run (except for the `causal`
 baseline, whose cache keeps every frame by design).
 """
