@@ -12,9 +12,8 @@ sheet of it: the real frames above each model's.
 import argparse
 
 import imageio.v3 as iio
-import numpy as np
 
-from worldmodel.evaluate import contact_sheet, env_context, parse_actions, rollout
+from worldmodel.evaluate import contact_sheet, env_context, frame_metrics, parse_actions, rollout
 from worldmodel.world import load_world
 
 SCRIPT = "A*10 .*30 A*20"
@@ -34,8 +33,7 @@ def main() -> None:
     for ckpt in args.checkpoints:
         made = rollout(load_world(ckpt, device="cpu", steps=args.steps, seed=0), frames, actions, script,
                        poses=poses[:len(frames)], layout=layout)[TURN:]
-        mse = ((made.astype(np.float64) - rows[0]) ** 2).mean(axis=(1, 2, 3))
-        print(f"{ckpt}: final full turn {np.mean(10 * np.log10(255 ** 2 / mse)):.2f} dB PSNR (maze seed {args.seed}, "
+        print(f"{ckpt}: final full turn {frame_metrics(made, rows[0])['psnr'].mean():.2f} dB PSNR (maze seed {args.seed}, "
               f"script {SCRIPT!r}, {args.steps} sampler step(s), poses dead-reckoned)")
         rows.append(made)
     iio.imwrite(args.out, contact_sheet([rows], columns=10, scale=2))

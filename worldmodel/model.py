@@ -100,14 +100,17 @@ class PoseMemory(nn.Module):
         (B, T, N, 1) and the state after the T writes."""
         B, T, N, V = values.shape
         kw, kr = self.keys(write_pose), self.keys(read_pose)
+        # A pose lights at most 8 of the keys: work on those the clip touches, not on the whole map.
+        active = ((kw != 0) | (kr != 0)).flatten(0, 1).any(0).nonzero().squeeze(1)
+        kw, kr = kw[..., active], kr[..., active]
         vals = torch.cat([values.float(), values.new_ones(B, T, N, 1, dtype=torch.float32)], dim=-1)
         causal = torch.ones(T, T, dtype=torch.bool, device=values.device).tril()
         weights = (kr @ kw.transpose(1, 2)).masked_fill(~causal, 0.0)  # (B, T read, T written)
         read = torch.einsum("bts,bsnv->btnv", weights, vals)
-        written = torch.einsum("bsk,bsnv->bknv", kw, vals)
+        written = self.init_state(B, N, V, values.device) if state is None else state.clone()
         if state is not None:
-            read = read + torch.einsum("btk,bknv->btnv", kr, state)
-            written = written + state
+            read = read + torch.einsum("btk,bknv->btnv", kr, state[:, active])
+        written[:, active] += torch.einsum("bsk,bsnv->bknv", kw, vals)
         count = read[..., -1:]
         mean = read[..., :-1] / count.clamp(min=1e-6)
         return mean.to(values.dtype), (count / (count + self.EPS)).to(values.dtype), written
