@@ -46,7 +46,8 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
                 source = ".".join(base + ([node.module] if node.module else []))
             else:
                 source = node.module or ""
-            targets = [f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source for a in node.names]
+            targets = [f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source
+                       for a in node.names]
         else:
             continue
         for target in targets:
@@ -178,6 +179,6 @@ def test_ruff_is_clean():
         import ruff  # noqa: F401
     except ImportError:
         pytest.fail("ruff is not installed: it is a dev dependency (pip install -e '.[dev]')")
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise",
-                             str(ROOT)], cwd=ROOT, capture_output=True, text=True)
+    command = [sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", str(ROOT)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, "ruff check is not clean:\n" + (result.stdout + result.stderr)[-4000:]
