@@ -17,7 +17,7 @@ if [ "$VARIANT" = ours ]; then
         --batch-size 32 --ckpt-every 220 --resume --max-minutes 50
     VAE=runs/vae/checkpoint/vae
 else
-    VAE=checkpoints/maze9x9/vae
+    VAE=checkpoints/vae
 fi
 worldmodel train --preset cpu --variant "$VARIANT" --vae "$VAE" --data data/maze9_train \
     --val-data data/maze9_val --out "runs/cpu-$VARIANT" --resume --max-steps 1300 --stop-at 1183
@@ -39,15 +39,17 @@ worldmodel train $MEMORY --init-from "runs/pose-$VARIANT/checkpoint/ema" --out "
 RUN="runs/gap-$VARIANT"
 fi
 # Stage 4, ours only: the pose-keyed memory (--pose-memory; its inputs start at zero, so it begins as
-# stage 3), 1,000 steps on 320 out-and-back episodes, the scored frames late in each clip.
+# stage 3) on 320 out-and-back episodes, the scored frames late in each clip: 1,000 steps of a cosine
+# over 1,000, then resumed with the schedule stretched to 1,500 (lr 1e-4 at step 1,000, down to 0), as
+# the shipped model was trained (checkpoints/maze9x9/trainer_state.json: step 1,500).
 if [ "$VARIANT" = ours ]; then
 worldmodel generate-data --maze 9x9 --episodes 160 --length 255 --workers 2 --seed 2160 --kind revisit \
     --out data/maze9_revisit_train2
 mkdir -p data/maze9_revisit_train320
 for f in data/maze9_revisit_train/*.npz data/maze9_revisit_train2/*.npz; do ln -sf "$(realpath "$f")" data/maze9_revisit_train320/; done
-worldmodel train --preset cpu --variant ours --pose-memory --vae "$VAE" --data data/maze9_revisit_train320 --clip-len 256 \
-    --batch-size 2 --lr 4e-4 --max-steps 1000 --prefix-prob 0.9 --prefix-min 0.6 --ckpt-every 50 --sample-every 0 --resume \
-    --init-from "runs/gap-ours/checkpoint/ema" --out runs/posemem-ours
+POSEMEM="--preset cpu --variant ours --pose-memory --vae $VAE --data data/maze9_revisit_train320 --clip-len 256 --batch-size 2 --lr 4e-4 --prefix-prob 0.9 --prefix-min 0.6 --ckpt-every 50 --sample-every 0 --resume --init-from runs/gap-ours/checkpoint/ema --out runs/posemem-ours"
+worldmodel train $POSEMEM --max-steps 1000
+worldmodel train $POSEMEM --max-steps 1500
 RUN=runs/posemem-ours
 fi
 DEST=checkpoints/maze9x9; [ "$VARIANT" = ours ] || DEST="checkpoints/maze9x9-$VARIANT"
