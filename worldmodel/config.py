@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .actions import NUM_ACTIONS
+
 VARIANTS = ("ours", "mamba2", "mamba2_local", "causal", "causal_window")
-NUM_ACTIONS = 6  # Memory Maze: noop, forward, left, right, forward+left, forward+right
 
 
 @dataclass

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .actions import MOVES_FORWARD, turn_direction
+
 SPEED_KEEP, SPEED_GAIN = 0.558, 0.114
 TURN_KEEP, TURN_GAIN = 0.199, 0.2586
 RADIUS = 0.2  # the real agent's centre comes within 0.28 cells of a wall cell; less forgives drift
-FORWARD = {1, 4, 5}  # forward, forward+left, forward+right
-TURN = {2: 1.0, 4: 1.0, 3: -1.0, 5: -1.0}  # left turns raise the heading angle
 
 
 class Odometry:
@@ -77,10 +77,10 @@ class Odometry:
     def step(self, action: int) -> np.ndarray:
         """Apply one action (0..5); returns the pose it leads to."""
         heading = np.array([np.cos(self.angle), np.sin(self.angle)])
-        self.speed = SPEED_KEEP * self.speed + SPEED_GAIN * (action in FORWARD)
+        self.speed = SPEED_KEEP * self.speed + SPEED_GAIN * (action in MOVES_FORWARD)
         self.xy = self.xy + self.speed * heading
         if self.layout is not None:
             self.xy = self._push_out(*self.xy)
-        self.turn_rate = TURN_KEEP * self.turn_rate + TURN_GAIN * TURN.get(action, 0.0)
+        self.turn_rate = TURN_KEEP * self.turn_rate + TURN_GAIN * turn_direction(action)
         self.angle += self.turn_rate
         return self.pose

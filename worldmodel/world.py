@@ -28,7 +28,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import NUM_ACTIONS, PRESETS, get_preset
+from .actions import action_index, action_indices
+from .config import PRESETS, get_preset
 from .diffusion import FlowMatching
 from .model import WorldModel
 from .odometry import Odometry
@@ -37,7 +38,6 @@ from .vae import FrameCodec, check_codec, frames_from_model, frames_to_model
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPO_ROOT / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINTS / "maze9x9"
-ACTION_NAMES = ("noop", "forward", "left", "right", "forward+left", "forward+right")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -57,31 +57,6 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def action_index(action) -> int:
-    """An action as an int 0..5 or a one-hot row of 6; anything else is a ValueError."""
-    a = np.asarray(action)
-    if a.ndim == 0 and np.issubdtype(a.dtype, np.integer):
-        if not 0 <= int(a) < NUM_ACTIONS:
-            raise ValueError(f"action {int(a)} is out of range: expected an int in 0..{NUM_ACTIONS - 1} ({', '.join(ACTION_NAMES)})")
-        return int(a)
-    if a.shape == (NUM_ACTIONS,) and np.isin(a, (0, 1)).all() and a.sum() <= 1:
-        return int(a.argmax()) if a.sum() else 0
-    raise ValueError(f"expected an action as an int in 0..{NUM_ACTIONS - 1} or a one-hot row of {NUM_ACTIONS}, got {action!r}")
-
-
-def action_indices(actions, length: int) -> np.ndarray:
-    a = np.asarray(actions)
-    if a.ndim == 2 and a.shape[1] == NUM_ACTIONS:
-        return np.array([action_index(row) for row in a], dtype=np.int64)
-    if a.ndim == 1 and np.issubdtype(a.dtype, np.integer) and len(a) == length:
-        bad = (a < 0) | (a >= NUM_ACTIONS)
-        if bad.any():
-            raise ValueError(f"context action {int(a[bad][0])} is out of range: expected ints in 0..{NUM_ACTIONS - 1}")
-        return a.astype(np.int64)
-    raise ValueError(f"expected context_actions of shape ({length},) ints or ({length}, {NUM_ACTIONS}) one-hot, "
-                     f"got shape {a.shape} dtype {a.dtype}")
 
 
 def pose_array(poses, length: int) -> np.ndarray:

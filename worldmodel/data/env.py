@@ -2,7 +2,7 @@
 faster target-touch check.
 
 memory_maze / dm_control / mujoco are imported only when a `MazeEnv` is built, so that importing
-this module (for `MAZE_SIZES`, the action ids ...) stays cheap.
+this module (for `MAZE_SIZES` ...) stays cheap. The action ids are in `worldmodel.actions`.
 
 Coordinates (memory_maze's own, checked against the walls): `agent_pos` = (x, y) in maze cells,
 `maze_layout[y, x]` with 1 = free, row 0 at the bottom; `agent_dir` is the unit heading (dx, dy)
@@ -23,10 +23,6 @@ import numpy as np
 MAZE_SIZES = ("9x9", "11x11", "13x13", "15x15")
 # The tasks' time limits at 4 actions/s (250, 500, 750, 1000 s): the nominal episode lengths.
 EPISODE_LENGTH = {"9x9": 1000, "11x11": 2000, "13x13": 3000, "15x15": 4000}
-
-NOOP, FORWARD, LEFT, RIGHT, FORWARD_LEFT, FORWARD_RIGHT = range(6)
-NUM_ACTIONS = 6
-ACTION_NAMES = ("noop", "forward", "left", "right", "forward_left", "forward_right")
 
 OBS_KEYS = ("image", "reward", "agent_pos", "agent_dir", "maze_layout", "targets_pos", "targets_vec",
             "target_pos", "target_vec", "target_color")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .env import NUM_ACTIONS
+from ..actions import NUM_ACTIONS
 
 REQUIRED = ("image", "action")
 KEYS = ("image", "action", "reward", "agent_pos", "agent_dir", "maze_layout", "targets_pos", "targets_vec",

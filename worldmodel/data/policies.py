@@ -13,7 +13,7 @@ from collections import deque
 
 import numpy as np
 
-from .env import FORWARD, FORWARD_LEFT, FORWARD_RIGHT, LEFT, NUM_ACTIONS, RIGHT
+from ..actions import FORWARD, FORWARD_LEFT, FORWARD_RIGHT, LEFT, NUM_ACTIONS, RIGHT
 
 _NEIGHBOURS = ((1, 0), (-1, 0), (0, 1), (0, -1))
 

@@ -17,7 +17,8 @@ import math
 
 import numpy as np
 
-from .env import LEFT, MazeEnv
+from ..actions import LEFT
+from .env import MazeEnv
 from .episodes import EpisodeRecorder
 from .policies import PathFollower, bfs_distances, cell_of, make_policy, shortest_path
 
