@@ -26,7 +26,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 class FlowMatching:
     GAP_SIGMA = 0.7  # the lowest noise level of a memory gap's frames
 
-    def __init__(self, prefix_prob: float = 0.5, shift: float = 1.0, prev_noise: float = 0.2, self_prev_prob: float = 0.0,
+    def __init__(self, prefix_prob: float = 0.5, prev_noise: float = 0.2, self_prev_prob: float = 0.0,
                  frame_range: float | None = 1.0, pose_drop: float = 0.0, gap_prob: float = 0.0, gap_max: int = 32,
                  prefix_min: float = 0.5):
         # The clean previous frame each frame is conditioned on is, when streaming, the model's own
@@ -34,7 +34,7 @@ class FlowMatching:
         # probability self_prev_prob per clip it is replaced by the model's own (detached) prediction
         # of that frame, as in scheduled sampling: trained on ground truth only, the model never
         # learns to correct its own errors, and 16-frame rollouts drift (measured: dark, blue-tinted).
-        self.prefix_prob, self.prefix_min, self.shift = prefix_prob, prefix_min, shift
+        self.prefix_prob, self.prefix_min = prefix_prob, prefix_min
         self.prev_noise, self.self_prev_prob = prev_noise, self_prev_prob
         self.frame_range = frame_range  # pixels lie in [-1, 1]; latents are unbounded (None)
         self.pose_drop = pose_drop  # a pose-conditioned model also learns to run without poses (the app has none)
@@ -89,7 +89,8 @@ class FlowMatching:
         x = self.add_noise(x0, sigma, noise)
         prev = torch.cat([torch.zeros_like(x0[:, :1]), x0[:, :-1]], dim=1)
         prev_sigma = torch.rand(B, T, device=x0.device, generator=generator) * self.prev_noise
-        prev = self.add_noise(prev, prev_sigma, torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype))
+        prev_eps = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
+        prev = self.add_noise(prev, prev_sigma, prev_eps)
         if self.gap_prob > 0:  # after a heavily noised frame, its noised version is all the next one sees of it
             noisy_before = torch.cat([torch.zeros_like(sigma[:, :1]), sigma[:, :-1]], dim=1) >= self.GAP_SIGMA
             prev = torch.where(noisy_before.reshape(B, T, *([1] * (x0.ndim - 2))),
@@ -113,8 +114,46 @@ class FlowMatching:
         """The flow velocity eps - x_0 implied by a clean-frame prediction at noise level sigma."""
         return (x - x0_pred) / sigma.clamp(min=1e-3)
 
-    def scheduler(self, steps: int, device=None) -> FlowMatchEulerDiscreteScheduler:
-        """A diffusers Euler scheduler set to `steps` evenly spaced levels from 1 down (0 appended)."""
-        sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=self.shift)
+
+
+class DiffusionSampler:
+    """Makes one frame of a stream: Euler steps of the flow from pure noise (s = 1) down to s = 0 on
+    `steps` evenly spaced levels, then the commit pass that writes the frame into the recurrent state.
+
+    Generated frames are committed at noise level `commit_sigma`: the model was trained on noisy
+    context (diffusion forcing), and a little noise hides its own artefacts. `frame_range`: pixel
+    models' frames are clamped to [-1, 1] before they are committed; None for latents (unbounded).
+    """
+
+    def __init__(self, steps: int, commit_sigma: float = 0.25, frame_range: float | None = 1.0, device=None):
+        if steps < 1:
+            raise ValueError(f"expected at least 1 sampling step, got {steps}")
+        # The levels of diffusers' Euler scheduler (0 appended); its step, prev = x + (s' - s) v, is
+        # written out below, so that no scheduler state needs resetting for every frame.
+        sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)
         sched.set_timesteps(sigmas=torch.linspace(1.0, 0.0, steps + 1)[:-1].tolist(), device=device)
-        return sched
+        self.sigmas = sched.sigmas
+        self.steps, self.commit_sigma, self.frame_range = steps, commit_sigma, frame_range
+
+    @torch.no_grad()
+    def __call__(self, model, state: dict, action: torch.Tensor, pose: torch.Tensor | None,
+                 generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """The next frame (1, 1, H, W, C) in model space and the state that has seen it; action: (1, 1)
+        ids, pose: (1, 1, 4) or None. Draws the start noise, then the commit noise, from `generator`."""
+        c, device = model.cfg, self.sigmas.device
+        x = torch.randn((1, 1, c.frame_size, c.frame_size, c.in_channels), device=device, generator=generator)
+        for s, s_next in zip(self.sigmas[:-1], self.sigmas[1:]):
+            x0, _ = model(x, s.reshape(1, 1), action, state, pose=pose)
+            v = FlowMatching.velocity(x, x0, s)
+            x = (x.float() + (s_next - s) * v).to(v.dtype)
+        if self.frame_range is not None:
+            x = x.clamp(-self.frame_range, self.frame_range)
+        commit = torch.full((1, 1), self.commit_sigma, device=device)
+        x_commit = x
+        if self.commit_sigma > 0:
+            eps = torch.randn(x.shape, device=device, generator=generator)
+            x_commit = FlowMatching.add_noise(x, commit, eps)
+        _, state = model(x_commit, commit, action, state, pose=pose)
+        if "prev" in state:  # the next frame is conditioned on this one, clean
+            state["prev"] = x
+        return x, state

@@ -60,25 +60,6 @@ class BlockMamba2(nn.Module):
         return {"conv": torch.zeros(nb, self.d_conv - 1, self.conv_dim, device=device, dtype=dtype),
                 "ssm": torch.zeros(nb, self.n_heads, self.headdim, self.d_state, device=device, dtype=torch.float32)}
 
-    def frame_log_decay(self, x: torch.Tensor) -> torch.Tensor:
-        """Each head's mean log-decay of its state per frame on input x (B, T, G, G, d), (n_heads,):
-        -ln 2 / that is the head's memory half-life in frames. A frame is bh*bw scan steps, so with
-        Mamba's per-step init, large blocks forget within a frame or two."""
-        bh, bw = self.block
-        dt = F.softplus(self.in_proj(to_blocks(x, bh, bw))[..., -self.n_heads:].float() + self.dt_bias.float())
-        return -(dt * torch.exp(self.A_log.float())).mean(dim=(0, 1)) * (bh * bw)
-
-    @torch.no_grad()
-    def slow_heads(self, x: torch.Tensor, half_lives: list[float], rounds: int = 4) -> None:
-        """Give the len(half_lives) slowest heads these half-lives (frames) on input x by lowering
-        their step size dt (dt_bias), which leaves a state's steady-state size (input dt over decay
-        dt*A) as it was. dt is a softplus, so a shift of the bias is repeated until it lands."""
-        heads = self.frame_log_decay(x).argsort(descending=True)[:len(half_lives)]  # least negative first
-        target = torch.tensor(half_lives, dtype=torch.float32, device=x.device)
-        for _ in range(rounds):
-            now = -math.log(2) / self.frame_log_decay(x)[heads]
-            self.dt_bias[heads] += torch.log(now / target).to(self.dt_bias.dtype)
-
     def forward(self, x: torch.Tensor, state: dict | None = None):
         """x: (B, T, G, G, d). Returns the output and the state after the last frame."""
         B, T, G = x.shape[:3]

@@ -30,9 +30,9 @@ from safetensors.torch import load_file, save_file
 
 from .actions import action_index, action_indices
 from .config import PRESETS, get_preset
-from .diffusion import FlowMatching
+from .diffusion import DiffusionSampler
 from .model import WorldModel
-from .odometry import Odometry
+from .poses import NoPoses, default_pose_source
 from .vae import FrameCodec, check_codec, frames_from_model, frames_to_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -57,14 +57,6 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def pose_array(poses, length: int) -> np.ndarray:
-    """Poses as float32 (length, 4): x, y (maze cells) and the heading's unit vector; NaN = unknown."""
-    p = np.asarray(poses, dtype=np.float32)
-    if p.shape != (length, 4):
-        raise ValueError(f"expected poses of shape ({length}, 4) (x, y, dx, dy), got {p.shape}")
-    return p
 
 
 def _flatten(state: dict, prefix: str = "state") -> dict:
@@ -94,7 +86,8 @@ class World:
     """A running world: the model, its recurrent state and the sampler."""
 
     def __init__(self, model: WorldModel, steps: int = 4, device: str | torch.device = "cpu", seed: int = 0,
-                 prefill_chunk: int = 64, commit_sigma: float = 0.25, codec: FrameCodec | None = None):
+                 prefill_chunk: int = 64, commit_sigma: float = 0.25, codec: FrameCodec | None = None,
+                 poses: NoPoses | None = None):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.cfg = model.cfg
@@ -102,19 +95,15 @@ class World:
         # decoded on the way out; without a codec the model works on pixels.
         check_codec(self.cfg, codec)
         self.codec = codec.to(self.device) if codec is not None else None
-        # Generated frames are committed to the state at this noise level: the model was trained
-        # on noisy context (diffusion forcing), and a little noise hides its own artefacts.
+        self.sampler = DiffusionSampler(steps, commit_sigma, frame_range=1.0 if codec is None else None,
+                                        device=self.device)
         self.steps, self.prefill_chunk, self.commit_sigma = steps, prefill_chunk, commit_sigma
-        self.flow = FlowMatching()
-        self.scheduler = self.flow.scheduler(steps, self.device)
-        self._sigmas = self.scheduler.sigmas[:-1].tolist()  # set_timesteps needs them again every frame
+        # The pose of each frame: by default dead reckoning for a pose-conditioned model, else none.
+        self.poses = default_pose_source(self.cfg.pose_cond) if poses is None else poses
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self._state: dict | None = None
         self._last: np.ndarray | None = None
         self.frames_seen = 0
-        self.odometry: Odometry | None = None  # the pose of steps taken without one
-        self.pose: np.ndarray | None = None  # the newest frame's pose, if known or dead-reckoned
-        self.layout: np.ndarray | None = None
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -123,17 +112,26 @@ class World:
             return self.codec.frame_shape
         return (self.cfg.frame_size, self.cfg.frame_size, self.cfg.in_channels)
 
-    def _encode(self, frames: torch.Tensor) -> torch.Tensor:
+    @property
+    def pose(self) -> np.ndarray | None:
+        """The newest frame's pose (x, y, dx, dy), if known or dead-reckoned."""
+        return self.poses.pose
+
+    @property
+    def layout(self) -> np.ndarray | None:
+        """The maze layout reset() was given (dead reckoning keeps the pose out of its walls)."""
+        return self.poses.layout
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames (..., H, W, 3) -> what the model works on (latents or pixels in [-1, 1])."""
         x = frames_to_model(frames)
         return x if self.codec is None else self.codec.encode(x)
 
-    def _decode(self, x: torch.Tensor) -> torch.Tensor:
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
         return frames_from_model(x if self.codec is None else self.codec.decode(x))
 
-    def _pose(self, poses, length: int) -> torch.Tensor | None:
-        if poses is None or not self.cfg.pose_cond:
-            return None  # a model without pose input ignores poses
-        return torch.from_numpy(pose_array(poses, length)).to(self.device)[None]
+    def _pose_tensor(self, poses: np.ndarray | None) -> torch.Tensor | None:
+        return None if poses is None else torch.from_numpy(poses).to(self.device)[None]
 
     # -- the loop ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -142,12 +140,13 @@ class World:
         model, the agent's (T, 4) poses, optional, and the maze's `maze_layout` for dead reckoning
         past them); returns the newest frame."""
         frames = np.asarray(context_frames)
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != self.frame_shape or len(frames) == 0:
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != self.frame_shape or not len(frames):
             raise ValueError(f"expected context_frames as uint8 of shape (T, {', '.join(map(str, self.frame_shape))}) "
                              f"with T >= 1, got {frames.dtype} {frames.shape}")
         actions = torch.from_numpy(action_indices(context_actions, len(frames))).to(self.device)[None]
-        poses = self._pose(context_poses, len(frames))
-        x = self._encode(torch.from_numpy(frames).to(self.device))[None]
+        known = self.poses.context(context_poses, len(frames))
+        poses = self._pose_tensor(known)
+        x = self.encode(torch.from_numpy(frames).to(self.device))[None]
         state = self.model.init_state(1, self.device)
         for t in range(0, len(frames), self.prefill_chunk):  # chunked prefill: bounded memory
             sl = slice(t, t + self.prefill_chunk)
@@ -157,12 +156,7 @@ class World:
         # would otherwise stay alive (tens of MB) until the next step.
         state = _unflatten({k: v.clone() for k, v in _flatten(state).items()})
         self._state, self._last, self.frames_seen = state, frames[-1].copy(), len(frames)
-        self.odometry = self.pose = None
-        self.layout = None if layout is None else np.asarray(layout)
-        if poses is not None and torch.isfinite(poses[0, -1]).all():
-            known = poses[0].cpu().numpy()
-            self.pose = known[-1].copy()
-            self.odometry = Odometry(known[-1], known[-2] if len(known) > 1 else None, self.layout)
+        self.poses.reset(known, layout)
         return self._last.copy()
 
     @torch.no_grad()
@@ -171,31 +165,12 @@ class World:
         and it is known); returns the frame it leads to."""
         if self._state is None:
             raise RuntimeError("call reset(context_frames, context_actions) before step()")
-        a = torch.tensor([[action_index(action)]], device=self.device)
-        if pose is not None and self.cfg.pose_cond:  # a given pose re-anchors the dead reckoning
-            pose = pose_array([pose], 1)[0]
-            self.odometry = Odometry(pose, self.pose, self.layout) if np.isfinite(pose).all() else None
-        elif self.odometry is not None:
-            pose = self.odometry.step(action_index(action))
-        self.pose = None if pose is None else np.asarray(pose, dtype=np.float32)
-        pose = self._pose(None if pose is None else [pose], 1)
-        c = self.cfg
-        x = torch.randn((1, 1, c.frame_size, c.frame_size, c.in_channels), device=self.device, generator=self.generator)
-        self.scheduler.set_timesteps(sigmas=self._sigmas, device=self.device)  # restarts its step index
-        for t, s in zip(self.scheduler.timesteps, self.scheduler.sigmas):
-            x0, _ = self.model(x, s.reshape(1, 1), a, self._state, pose=pose)
-            x = self.scheduler.step(self.flow.velocity(x, x0, s), t, x).prev_sample
-        if self.codec is None:
-            x = x.clamp(-1, 1)  # a frame: pixel values in range, before it is committed and conditioned on
-        commit = torch.full((1, 1), self.commit_sigma, device=self.device)
-        if self.commit_sigma > 0:
-            x_commit = self.flow.add_noise(x, commit, torch.randn(x.shape, device=self.device, generator=self.generator))
-        else:
-            x_commit = x
-        _, self._state = self.model(x_commit, commit, a, self._state, pose=pose)  # commit the frame
-        if "prev" in self._state:  # the next frame is conditioned on this one, clean
-            self._state["prev"] = x
-        self._last = self._decode(x[0, 0]).cpu().numpy()
+        a = action_index(action)
+        pose = self.poses.step(a, pose)
+        pose = self._pose_tensor(None if pose is None else pose[None])
+        x, self._state = self.sampler(self.model, self._state, torch.tensor([[a]], device=self.device), pose,
+                                      self.generator)
+        self._last = self.decode(x[0, 0]).cpu().numpy()
         self.frames_seen += 1
         return self._last.copy()
 
@@ -208,11 +183,7 @@ class World:
         snap["meta.frames_seen"] = torch.tensor(self.frames_seen)
         snap["meta.last_frame"] = torch.from_numpy(self._last.copy())
         snap["meta.rng"] = self.generator.get_state()
-        if self.odometry is not None:
-            snap["meta.odometry"] = torch.from_numpy(self.odometry.state())
-            snap["meta.pose"] = torch.from_numpy(self.pose.copy())
-            if self.layout is not None:
-                snap["meta.layout"] = torch.from_numpy(self.layout.astype(np.uint8))
+        snap.update({f"meta.{k}": torch.from_numpy(v) for k, v in self.poses.state().items()})
         return snap
 
     def restore(self, snap: dict[str, torch.Tensor]) -> None:
@@ -239,11 +210,8 @@ class World:
         self.frames_seen = int(snap["meta.frames_seen"])
         if "meta.rng" in snap:
             self.generator.set_state(snap["meta.rng"].cpu())
-        self.layout = snap["meta.layout"].cpu().numpy() if "meta.layout" in snap else None
-        self.odometry, self.pose = None, None
-        if "meta.odometry" in snap and "meta.pose" in snap:
-            self.odometry = Odometry.from_state(snap["meta.odometry"].cpu().numpy(), self.layout)
-            self.pose = snap["meta.pose"].cpu().numpy().copy()
+        self.poses.load_state({k[len("meta."):]: v.cpu().numpy() for k, v in snap.items()
+                               if k in ("meta.odometry", "meta.pose", "meta.layout")})
 
     def save_state(self, path: str | Path) -> None:
         save_file(self.snapshot(), str(path), metadata={"format": "worldmodel-snapshot", "model": json.dumps(self.cfg.to_dict())})

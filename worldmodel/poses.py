@@ -1,0 +1,117 @@
+"""Where the pose of each frame a `World` makes comes from: a pose source beside the world.
+
+A pose is float32 (x, y, dx, dy): the position in maze cells and the heading's unit vector
+(NaN = unknown). A pose-conditioned model reads its pose-keyed memory at the pose of the frame
+being made; evaluation knows the true poses, a player in the app does not.
+
+- `NoPoses`: the model runs on actions alone (a model without pose input).
+- `TruePoses`: the poses the caller passes with the context and with each step, nothing more.
+- `DeadReckoning`: as `TruePoses`, and a step taken without a pose gets the pose its action leads
+  to in Memory Maze (`worldmodel.odometry`), kept out of walls when reset is given the layout.
+
+A source's `state()` is part of the world's snapshot (numpy arrays under the keys `odometry`,
+`pose`, `layout`); `load_state` takes them back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .odometry import Odometry
+
+
+def pose_array(poses, length: int) -> np.ndarray:
+    """Poses as float32 (length, 4): x, y (maze cells) and the heading's unit vector; NaN = unknown."""
+    p = np.asarray(poses, dtype=np.float32)
+    if p.shape != (length, 4):
+        raise ValueError(f"expected poses of shape ({length}, 4) (x, y, dx, dy), got {p.shape}")
+    return p
+
+
+class NoPoses:
+    """No poses: every frame is made from actions alone; poses passed in are ignored."""
+
+    def __init__(self):
+        self.pose: np.ndarray | None = None  # the newest frame's pose, if known
+        self.layout: np.ndarray | None = None  # the maze's free cells, as reset was given them
+
+    def context(self, poses, length: int) -> np.ndarray | None:
+        """The context's poses, checked, as the model is to be conditioned on them (None = none).
+        Changes nothing: a refused context leaves the source as it was."""
+        return None
+
+    def reset(self, poses: np.ndarray | None, layout=None) -> None:
+        """Start over after a context whose poses `context` returned."""
+        self.pose = None
+        if poses is not None and np.isfinite(poses[-1]).all():
+            self.pose = poses[-1].copy()
+        self.layout = None if layout is None else np.asarray(layout)
+
+    def step(self, action: int, pose=None) -> np.ndarray | None:
+        """The pose the model is to make the frame `action` leads to at (`pose` if the caller knows
+        it); None = unknown. Here always None: a pose given is only recorded."""
+        self.pose = None if pose is None else np.asarray(pose, dtype=np.float32)
+        return None
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.pose = None
+        self.layout = state.get("layout")
+
+
+class TruePoses(NoPoses):
+    """The poses the caller gives: with the context and with each step; a step without one is unknown."""
+
+    def context(self, poses, length: int) -> np.ndarray | None:
+        return None if poses is None else pose_array(poses, length)
+
+    def step(self, action: int, pose=None) -> np.ndarray | None:
+        self.pose = None if pose is None else pose_array([pose], 1)[0]
+        return self.pose
+
+
+class DeadReckoning(TruePoses):
+    """Given poses as they come; a step without one is dead-reckoned from the last known pose and the
+    actions since (Memory Maze's motion, `Odometry`). A given pose re-anchors it; an unknown one
+    (NaN) stops it until the next reset."""
+
+    def __init__(self):
+        super().__init__()
+        self.odometry: Odometry | None = None
+
+    def reset(self, poses: np.ndarray | None, layout=None) -> None:
+        super().reset(poses, layout)
+        self.odometry = None
+        if self.pose is not None:
+            self.odometry = Odometry(poses[-1], poses[-2] if len(poses) > 1 else None, self.layout)
+
+    def step(self, action: int, pose=None) -> np.ndarray | None:
+        if pose is not None:
+            pose = pose_array([pose], 1)[0]
+            self.odometry = Odometry(pose, self.pose, self.layout) if np.isfinite(pose).all() else None
+        elif self.odometry is not None:
+            pose = self.odometry.step(action)
+        self.pose = pose
+        return pose
+
+    def state(self) -> dict[str, np.ndarray]:
+        if self.odometry is None:
+            return {}
+        out = {"odometry": self.odometry.state(), "pose": self.pose.copy()}
+        if self.layout is not None:
+            out["layout"] = self.layout.astype(np.uint8)
+        return out
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        super().load_state(state)
+        self.odometry = None
+        if "odometry" in state and "pose" in state:
+            self.odometry = Odometry.from_state(state["odometry"], self.layout)
+            self.pose = state["pose"].copy()
+
+
+def default_pose_source(pose_cond: bool) -> NoPoses:
+    """What a `World` uses unless told otherwise: dead reckoning for a pose-conditioned model."""
+    return DeadReckoning() if pose_cond else NoPoses()
