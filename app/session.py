@@ -17,7 +17,7 @@ import numpy as np
 
 from worldmodel.data.episodes import (EpisodeRecorder, actions_to_index, episode_poses, index_to_onehot, load_episode,
                                       save_episode)
-from worldmodel.evaluate import write_video
+from worldmodel.eval.media import write_video
 from worldmodel.world import World
 
 LOOK_LEFT = 2  # the look-around that seeds a world is a series of left turns (~18.4 degrees each)

@@ -4,7 +4,7 @@
         --episodes data/maze9_revisit --limit 10 --out runs/eval-retrieval
 
 Writes results.json, results.md, psnr.png and side-by-side videos into --out; see
-`python scripts/eval.py --help` and worldmodel/evaluate.py.
+`python scripts/eval.py --help` and worldmodel/eval/protocols.py.
 """
 
 import sys

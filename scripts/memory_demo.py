@@ -11,9 +11,9 @@ sheet of it: the real frames above each model's.
 
 import argparse
 
-import imageio.v3 as iio
-
-from worldmodel.evaluate import contact_sheet, env_context, frame_metrics, parse_actions, rollout
+from worldmodel.eval.media import contact_sheet, write_image
+from worldmodel.eval.metrics import frame_metrics
+from worldmodel.eval.rollout import env_context, parse_actions, rollout
 from worldmodel.world import load_world
 
 SCRIPT = "A*10 .*30 A*20"
@@ -36,7 +36,7 @@ def main() -> None:
         print(f"{ckpt}: final full turn {frame_metrics(made, rows[0])['psnr'].mean():.2f} dB PSNR (maze seed {args.seed}, "
               f"script {SCRIPT!r}, {args.steps} sampler step(s), poses dead-reckoned)")
         rows.append(made)
-    iio.imwrite(args.out, contact_sheet([rows], columns=10, scale=2))
+    write_image(args.out, contact_sheet([rows], columns=10, scale=2))
     print(f"wrote {args.out}")
 
 

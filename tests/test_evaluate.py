@@ -1,4 +1,4 @@
-"""Tests of `worldmodel eval` / `worldmodel rollout` and their metrics (worldmodel/evaluate.py).
+"""Tests of `worldmodel eval` / `worldmodel rollout` and their metrics (worldmodel/eval/).
 
 End to end on the `tiny` preset over two short real revisit episodes, generated once for the
 module (each environment build costs a few seconds on a CPU).
@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from worldmodel.cli import main
-from worldmodel.data.env import LEFT
+from worldmodel.actions import LEFT
 from worldmodel.data.episodes import actions_to_index, load_episode
 from worldmodel.data.generate import generate_episodes
-from worldmodel.evaluate import (LPIPS, PSNR_CAP_DB, REFERENCES, frame_metrics, parse_actions,
-                                 read_actions_file, reference_frames)
+from worldmodel.eval.metrics import LPIPS, PSNR_CAP_DB, frame_metrics
+from worldmodel.eval.protocols import REFERENCES, reference_frames
+from worldmodel.eval.rollout import parse_actions, read_actions_file
 
 LENGTH = 80
 HORIZON = 12
@@ -219,7 +220,7 @@ def test_eval_of_a_latent_model_scores_its_autoencoder_as_a_reference(revisit, t
     """A checkpoint folder with vae/ streams through its autoencoder, and eval adds that
     autoencoder's reconstruction of the true frames (the latent model's ceiling) as a reference."""
     from worldmodel.config import get_preset
-    from worldmodel.evaluate import AE_REFERENCE
+    from worldmodel.eval.protocols import AE_REFERENCE
     from worldmodel.model import WorldModel
     from worldmodel.vae import FrameCodec, build_autoencoder
     from worldmodel.world import frames_from_model, frames_to_model

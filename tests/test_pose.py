@@ -8,7 +8,7 @@ import torch
 
 from worldmodel.config import get_preset
 from worldmodel.diffusion import FlowMatching
-from worldmodel.evaluate import rollout
+from worldmodel.eval.rollout import rollout
 from worldmodel.model import PoseMemory, WorldModel
 from worldmodel.train import warm_start
 from worldmodel.world import World

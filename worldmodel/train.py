@@ -186,7 +186,8 @@ def validation_loss(model, flow: FlowMatching, dataset, batches: int, batch_size
 
 
 def save_sample(path: Path, model, episode_dir, context: int = 16, horizon: int = 16, steps: int = 4, codec=None) -> None:
-    from .evaluate import rollout_episode, write_video
+    from .eval.media import write_video
+    from .eval.rollout import rollout_episode
     from .world import World
     from .data.episodes import load_episode, actions_to_index
 

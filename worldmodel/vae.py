@@ -148,7 +148,7 @@ def _pixels(frames: np.ndarray, device) -> torch.Tensor:
 def reconstruction_metrics(vae: AutoencoderKL, frames: np.ndarray, device, batch: int = 64) -> dict:
     """PSNR / SSIM of decode(mode(encode(x))) over uint8 `frames`, scored like `worldmodel eval`
     scores frames (its frame_metrics, on the uint8 frames a user would see)."""
-    from .evaluate import frame_metrics  # lazily: evaluate imports world, which imports this module
+    from .eval.metrics import frame_metrics
 
     vae.eval()
     recon = [frames_from_model(vae.decode(vae.encode(_pixels(frames[i:i + batch], device)).latent_dist.mode())
