@@ -19,6 +19,7 @@ baseline, whose cache keeps every frame by design).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 from pathlib import Path
@@ -253,10 +254,42 @@ def load_model(path_or_preset: str | Path | None = None) -> WorldModel:
     raise ValueError(f"{path_or_preset!r} is neither a checkpoint folder nor a preset name ({', '.join(PRESETS)})")
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def codec_folder(checkpoint: str | Path) -> Path | None:
+    """The autoencoder folder of a checkpoint: its own `vae/` subfolder (self-contained, as `export`
+    writes it), or the folder its `vae.json` names -- {"path": relative to the checkpoint, "sha256":
+    of that folder's weights}, so that several checkpoints share one copy; None for a pixel model."""
+    path = Path(checkpoint)
+    if (path / "vae" / "config.json").exists():
+        return path / "vae"
+    ref = path / "vae.json"
+    if not ref.exists():
+        return None
+    try:
+        spec = json.loads(ref.read_text())
+        folder, expected = (path / spec["path"]).resolve(), str(spec["sha256"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{ref} must be JSON {{\"path\": ..., \"sha256\": ...}}: {e}") from e
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    if not (weights.exists() and (folder / "config.json").exists()):
+        raise ValueError(f"{ref} names the autoencoder folder {folder}, which has no config.json and {weights.name}")
+    found = _sha256(weights)
+    if found != expected:
+        raise ValueError(f"{ref} expects the autoencoder {weights} with sha256 {expected}, but that file has {found}")
+    return folder
+
+
 def load_codec(path_or_preset: str | Path | None = None) -> FrameCodec | None:
-    """The autoencoder a checkpoint folder ships in its `vae/` subfolder; None for a pixel model."""
-    path = Path(DEFAULT_CHECKPOINT if path_or_preset is None else path_or_preset)
-    return FrameCodec.from_pretrained(path / "vae") if (path / "vae" / "config.json").exists() else None
+    """The autoencoder of a checkpoint folder (`codec_folder`); None for a pixel model or a preset."""
+    folder = codec_folder(DEFAULT_CHECKPOINT if path_or_preset is None else path_or_preset)
+    return None if folder is None else FrameCodec.from_pretrained(folder)
 
 
 def load_world(path_or_preset: str | Path | None = None, device: str = "auto", steps: int = 4, seed: int = 0) -> World:
