@@ -1,4 +1,4 @@
-"""Frame rate of the browser demo as a player sees it: starts `python -m app` (the shipped
+"""Frame rate of the browser demo as a player sees it: starts `python -m worldmodel.app` (the shipped
 checkpoint unless --checkpoint), opens it in headless Chromium, starts a world from an episode
 file, holds W and counts the frames the page shows.
 
@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.headless import CHROMIUM, CHROMIUM_ARGS, launch_app, stop_app
+from worldmodel.app.headless import CHROMIUM, CHROMIUM_ARGS, launch_app, stop_app
 
 
 def main() -> int:

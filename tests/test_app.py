@@ -1,5 +1,5 @@
-"""The browser demo (app/): the key map and the per-tab Session directly, then the real page in a
-headless Chromium driven by Playwright against `python -m app` over a tiny model with random weights.
+"""The browser demo (worldmodel/app/): the key map and the per-tab Session directly, then the real page in a
+headless Chromium driven by Playwright against `python -m worldmodel.app` over a tiny model with random weights.
 
 The browser tests need Debian's chromium at /usr/bin/chromium (`apt-get install -y chromium`;
 Playwright's own browser download does not work offline) and skip without it. A screenshot of
@@ -15,8 +15,9 @@ import pytest
 
 from helpers import randomized
 
-from app.headless import CHROMIUM, CHROMIUM_ARGS, REPO, launch_app, stop_app
-from app.keymap import FORWARD, FORWARD_LEFT, FORWARD_RIGHT, LEFT, NOOP, RIGHT, action_for, parse_held
+from worldmodel.app.headless import CHROMIUM, CHROMIUM_ARGS, REPO, launch_app, stop_app
+from worldmodel.actions import FORWARD, FORWARD_LEFT, FORWARD_RIGHT, LEFT, NOOP, RIGHT
+from worldmodel.app.keymap import action_for, parse_held
 from worldmodel.data.episodes import index_to_onehot, load_episode, save_episode
 
 CONTEXT = 6  # context frames the test server seeds worlds with (a short look-around keeps the env cheap)
@@ -47,7 +48,7 @@ def _episode(path: Path, frames: int = 8, seed: int = 0) -> Path:
 
 
 def test_session_plays_saves_and_records(tmp_path):
-    from app.session import Session
+    from worldmodel.app.session import Session
     from worldmodel.world import load_world
 
     session = Session(load_world("tiny", device="cpu"), fps=5)
@@ -83,7 +84,7 @@ def test_session_plays_saves_and_records(tmp_path):
 
 
 def test_sessions_registry_closes_replaced_and_unloaded_sessions():
-    from app.session import Session, Sessions
+    from worldmodel.app.session import Session, Sessions
     from worldmodel.world import load_world
 
     world = load_world("tiny", device="cpu")

@@ -1,4 +1,4 @@
-"""Every Triton kernel against its reference in worldmodel/ops.py, on fresh random inputs.
+"""Every Triton kernel (worldmodel/kernels/) against its reference in worldmodel/ops.py, on fresh random inputs.
 
 On a GPU the kernels run compiled; on a CPU they run under Triton's interpreter
 (TRITON_INTERPRET=1, set by conftest.py before triton is imported), so shapes stay tiny here:
@@ -16,8 +16,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # in case conftest.py was bypassed
 pytest.importorskip("triton")
 
-import kernels  # noqa: E402
-from worldmodel import ops  # noqa: E402
+from worldmodel import kernels, ops  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16]
@@ -122,7 +121,7 @@ def test_ssd_scan_backward_y_only_no_state():
     """The training call: no initial state, only y reaches the loss."""
     x, dt, A, B, C, _ = ssd_inputs(2, 19, 2, 4, 8, torch.float32, seed=11, with_state=False)
     leaves = [t.clone().requires_grad_() for t in (x, dt, A, B, C)]
-    y, _ = kernels.ssd_scan(*leaves, 8, None)
+    y, _ = kernels.ssd_scan_chunked(*leaves, 8, None)
     grads = torch.autograd.grad(y.square().sum(), leaves)
     ref = [t.detach().double().requires_grad_() for t in (x, dt, A, B, C)]
     y_ref, _ = ops.ssd_scan_reference(*ref, 8, None)
@@ -144,16 +143,24 @@ def test_streaming_steps_equal_chunked_scan():
     assert_close(state, s_all, 1e-5)
 
 
-def test_ssd_scan_picks_step_or_chunked(monkeypatch):
-    calls = []
-    monkeypatch.setattr(kernels, "ssm_step", lambda *a: calls.append("step") or ops.ssd_recurrent_reference(*a[:5], a[6]))
-    monkeypatch.setattr(kernels, "ssd_scan_chunked", lambda *a: calls.append("chunked") or ops.ssd_scan_reference(*a))
+def test_dispatch_policy():
+    """ops.choose_kernel, the one place that picks a kernel: the SSM steps token by token while
+    streaming and scans in chunks with a gradient or a long sequence; attention runs its kernel
+    for a few query frames without gradient and torch SDPA (the reference) otherwise."""
     x, dt, A, B, C, s0 = ssd_inputs(1, 5, 1, 2, 3, torch.float32, seed=0)
+    long = ssd_inputs(1, ops.STEP_MAX_L + 1, 1, 2, 3, torch.float32, seed=0)
+    q, k, v, valid = attn_inputs(1, 2, ops.STREAM_MAX_TQ, ops.STREAM_MAX_TQ + 2, 3, 8, torch.float32, seed=4)
+    many = attn_inputs(1, 2, ops.STREAM_MAX_TQ + 1, ops.STREAM_MAX_TQ + 3, 3, 8, torch.float32, seed=4)
     with torch.no_grad():
-        kernels.ssd_scan(x, dt, A, B, C, 8, s0)  # streaming: a frame's tokens, no grad
-        kernels.ssd_scan(*ssd_inputs(1, kernels.STEP_MAX_L + 1, 1, 2, 3, torch.float32, seed=0)[:5], 8, None)
-    kernels.ssd_scan(x.requires_grad_(), dt, A, B, C, 8, s0)  # training: gradient needed
-    assert calls == ["step", "chunked", "chunked"]
+        assert ops.choose_kernel("ssd_scan", x, dt, A, B, C, 8, s0) == "ssm_step"
+        assert ops.choose_kernel("ssd_scan", *long[:5], 8, None) == "ssd_scan_chunked"
+        assert ops.choose_kernel("windowed_attention", q, k, v, valid, 2) == "windowed_attention_stream"
+        assert ops.choose_kernel("windowed_attention", *many, 2) is None
+    assert ops.choose_kernel("ssd_scan", x.requires_grad_(), dt, A, B, C, 8, s0) == "ssd_scan_chunked"
+    assert ops.choose_kernel("windowed_attention", q.requires_grad_(), k, v, valid, 2) is None
+    assert ops.choose_kernel("causal_conv1d", *conv_inputs(1, 5, 6, 4, torch.float32, seed=0)) == "causal_conv1d"
+    for name in ("ssm_step", "ssd_scan_chunked", "causal_conv1d", "windowed_attention_stream"):
+        assert callable(getattr(kernels, name))
 
 
 # ----------------------------------------------------------------------------- causal conv1d
@@ -190,7 +197,7 @@ def test_causal_conv1d_token_by_token():
 
 
 def test_causal_conv1d_backward():
-    """PyTorch backward (see kernels/causal_conv1d.py): gradients equal the reference's."""
+    """PyTorch backward (see worldmodel/kernels/causal_conv1d.py): gradients equal the reference's."""
     inputs = conv_inputs(2, 10, 6, 4, torch.float32, seed=3)
     leaves = [t.clone().requires_grad_() for t in inputs]
     y, s = kernels.causal_conv1d(*leaves)
@@ -240,30 +247,19 @@ def test_windowed_attention_rejects_wrong_window():
         kernels.windowed_attention_stream(q, k, v, valid, 5)
 
 
-def test_windowed_attention_training_path_is_sdpa():
-    """Many query frames or a gradient: the public function is the reference (torch SDPA)."""
-    q, k, v, valid = attn_inputs(1, 2, 6, 8, 3, 8, torch.float32, seed=4)
-    torch.testing.assert_close(kernels.windowed_attention(q, k, v, valid, 2),
-                               ops.windowed_attention_reference(q, k, v, valid, 2))
-    q.requires_grad_()
-    out = kernels.windowed_attention(q[:, :, -1:], k[:, :, -3:], v[:, :, -3:], valid[:, -3:], 2)
-    out.sum().backward()
-    assert q.grad is not None
-
-
 # ----------------------------------------------------------------------------- dispatch (GPU)
 @needs_cuda
 @pytest.mark.gpu
 def test_ops_dispatch_to_kernels_on_cuda(monkeypatch):
     calls = []
-    for name in ("ssd_scan", "causal_conv1d", "windowed_attention"):
+    for name in ("ssm_step", "causal_conv1d", "windowed_attention_stream"):
         fn = getattr(kernels, name)
         monkeypatch.setattr(kernels, name, lambda *a, _f=fn, _n=name: calls.append(_n) or _f(*a))
     x, dt, A, B, C, s0 = ssd_inputs(1, 5, 2, 4, 8, torch.float32, seed=0)
     ops.ssd_scan(x, dt, A, B, C, 8, s0)
     ops.causal_conv1d(*conv_inputs(1, 5, 6, 4, torch.float32, seed=0))
     ops.windowed_attention(*attn_inputs(1, 1, 1, 3, 4, 8, torch.float32, seed=0), 2)
-    assert calls == ["ssd_scan", "causal_conv1d", "windowed_attention"]
+    assert calls == ["ssm_step", "causal_conv1d", "windowed_attention_stream"]
     ops.ssd_scan(x.cpu(), dt.cpu(), A.cpu(), B.cpu(), C.cpu(), 8, s0.cpu())  # CPU stays on the reference
     assert len(calls) == 3
 

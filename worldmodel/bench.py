@@ -259,7 +259,7 @@ def bench_kernels(cfg, args, dev: torch.device) -> dict:
         note = NO_TRITON_NOTE
     else:
         try:
-            import kernels  # noqa: PLC0415 -- needs triton and a GPU
+            from . import kernels  # needs triton and a GPU
         except Exception as e:  # the references are still timed
             note = f"Triton kernels not importable ({type(e).__name__}: {e}); references only"
     clip = args.kernel_clip or next((p.train.clip_len for p in PRESETS.values()

@@ -8,7 +8,7 @@ import sys
 
 # subcommand -> (module, its add-arguments function, its run function, one-line help)
 COMMANDS = {
-    "play": ("app.main", "add_arguments", "run", "play inside the world model in the browser (Gradio, keyboard)"),
+    "play": ("worldmodel.app.main", "add_arguments", "run", "play inside the world model in the browser (Gradio, keyboard)"),
     "generate-data": ("worldmodel.data.generate", "add_arguments", "run",
                       "generate Memory Maze episodes from the real environment"),
     "train": ("worldmodel.train", "add_arguments", "run", "train a world model with accelerate (CPU, one GPU or several)"),

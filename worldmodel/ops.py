@@ -1,8 +1,9 @@
 """Plain PyTorch references of the hot ops, written to be read.
 
-Every function here is the ground truth its Triton kernel in ``kernels/`` is tested against.
-The model calls the public names at the bottom (``ssd_scan``, ``windowed_attention`` ...),
-which send CUDA tensors to the kernels when Triton is importable and everything else here.
+Every function here is the ground truth its Triton kernel in ``worldmodel/kernels/`` is tested
+against. The model calls the public names at the bottom (``ssd_scan``, ``windowed_attention``
+...); ``choose_kernel`` is the one policy that sends CUDA tensors to a kernel (when Triton is
+importable) and everything else here.
 """
 
 from __future__ import annotations
@@ -176,33 +177,55 @@ def rotary_time(x: torch.Tensor, frame: torch.Tensor, base: float = 10000.0) -> 
 
 
 # ----------------------------------------------------------------------------- dispatch
+# Up to this many tokens per sequence (and no gradient) the SSM runs the streaming step kernel
+# instead of the chunked scan: one frame's tokens of a block (b_h * b_w) in the World's step. A
+# guess made without a GPU (the step walks tokens one by one; the chunked scan pays for >= 16-token
+# tiles): revisit with a GPU measurement.
+STEP_MAX_L = 64
+# Up to this many query frames (and no gradient) attention runs the streaming kernel; training
+# stays on torch SDPA (the reference), which has fused GPU kernels with a backward.
+STREAM_MAX_TQ = 4
+
+
 @functools.cache
 def _triton_kernels():
-    """The kernels package when Triton can run here, else None."""
+    """worldmodel.kernels when Triton can run here, else None."""
     try:
-        import kernels  # noqa: PLC0415 -- optional, heavy
+        from . import kernels  # optional and heavy: imported on the first CUDA call
     except Exception:  # triton missing or broken: the references serve
         return None
     return kernels
 
 
-def _use_kernel(name: str, t: torch.Tensor):
-    if not t.is_cuda:
-        return None
-    mod = _triton_kernels()
-    return getattr(mod, name, None) if mod is not None else None
+def choose_kernel(op: str, *args) -> str | None:
+    """The function of worldmodel.kernels that `op` runs for these arguments on a GPU, None for
+    the reference: the SSM scan steps token by token while streaming (no gradient, at most
+    STEP_MAX_L tokens) and runs the chunked scan otherwise; the conv always has its kernel;
+    attention has a forward kernel for streaming (at most STREAM_MAX_TQ query frames, no gradient)."""
+    needs_grad = torch.is_grad_enabled() and any(torch.is_tensor(a) and a.requires_grad for a in args)
+    if op == "ssd_scan":
+        return "ssm_step" if not needs_grad and args[0].shape[1] <= STEP_MAX_L else "ssd_scan_chunked"
+    if op == "causal_conv1d":
+        return "causal_conv1d"
+    if op == "windowed_attention":
+        return "windowed_attention_stream" if not needs_grad and args[0].shape[2] <= STREAM_MAX_TQ else None
+    raise ValueError(f"no kernel policy for {op!r}")
+
+
+def _dispatch(op: str, reference, *args):
+    """The chosen kernel for CUDA tensors when Triton is importable, else the reference."""
+    name = choose_kernel(op, *args) if args[0].is_cuda else None
+    kernels = _triton_kernels() if name is not None else None
+    return (getattr(kernels, name) if kernels is not None else reference)(*args)
 
 
 def ssd_scan(x, dt, A, B, C, chunk_size: int, initial_state=None):
-    fn = _use_kernel("ssd_scan", x)
-    return (fn or ssd_scan_reference)(x, dt, A, B, C, chunk_size, initial_state)
+    return _dispatch("ssd_scan", ssd_scan_reference, x, dt, A, B, C, chunk_size, initial_state)
 
 
 def causal_conv1d(x, weight, bias, state=None):
-    fn = _use_kernel("causal_conv1d", x)
-    return (fn or causal_conv1d_reference)(x, weight, bias, state)
+    return _dispatch("causal_conv1d", causal_conv1d_reference, x, weight, bias, state)
 
 
 def windowed_attention(q, k, v, key_valid, window):
-    fn = _use_kernel("windowed_attention", q)
-    return (fn or windowed_attention_reference)(q, k, v, key_valid, window)
+    return _dispatch("windowed_attention", windowed_attention_reference, q, k, v, key_valid, window)

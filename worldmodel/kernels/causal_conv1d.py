@@ -10,10 +10,9 @@ reads its k shifted input rows straight from `state` or `x` (no concatenated cop
 programs of the first L-tile also write the new state. Channels are the contiguous axis, so
 loads are coalesced along them. fp32 accumulation; inputs fp32 or fp16/bf16; y in x's dtype.
 
-Backward: PyTorch, not Triton. The autograd Function below recomputes the reference under
-autograd in its backward (dx, dweight, dbias, dstate are each one small conv or reduction, and
-the conv is a negligible share of a layer's time next to the projections); a Triton backward
-is worth writing only if a GPU profile says so.
+Backward: PyTorch, not Triton (`_conv_bwd`: dx, dweight, dbias, dstate are each k shifted
+products or a reduction, and the conv is a negligible share of a layer's time next to the
+projections); a Triton backward is worth writing only if a GPU profile says so.
 """
 
 from __future__ import annotations
@@ -101,13 +100,25 @@ def _conv_fwd(x, weight, bias, state):
     return y, new_state
 
 
+def _conv_bwd(x, weight, bias, state, gy, gstate):
+    """Gradients of (y, new state) in PyTorch, fp32: y[t] = bias + sum_j weight[:, j] xs[t + j]
+    gives xs[s] the sum of weight[:, j] gy[s - j]; the new state is xs[L:] and passes its gradient
+    straight back. Returns dx, dweight, dbias, dstate in fp32."""
+    b, L, c = x.shape
+    k = weight.shape[-1]
+    xs = torch.cat([state.to(x.dtype) if state is not None else x.new_zeros(b, k - 1, c), x], dim=1).float()
+    gy = gy.float() if gy is not None else xs.new_zeros(b, L, c)
+    w = weight.float()
+    dxs = xs.new_zeros(xs.shape)
+    for j in range(k):
+        dxs[:, j:j + L] += w[:, j] * gy
+    if gstate is not None:
+        dxs[:, L:] += gstate.float()
+    dweight = torch.stack([(gy * xs[:, j:j + L]).sum((0, 1)) for j in range(k)], dim=1)
+    return dxs[:, k - 1:], dweight, gy.sum((0, 1)), dxs[:, :k - 1]
+
+
 # ----------------------------------------------------------------------------- autograd
-def _reference(x, weight, bias, state):
-    from worldmodel.ops import causal_conv1d_reference  # noqa: PLC0415 -- ops imports kernels lazily
-
-    return causal_conv1d_reference(x, weight, bias, state)
-
-
 class _CausalConv1d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, state):
@@ -116,20 +127,10 @@ class _CausalConv1d(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy, gstate):
-        # PyTorch backward (see the module docstring): autograd through the reference.
-        saved = ctx.saved_tensors
-        inputs = [t.detach().requires_grad_(need) if t is not None else None
-                  for t, need in zip(saved, ctx.needs_input_grad)]
-        with torch.enable_grad():
-            y, new_state = _reference(*inputs)
-            outs, grads = [], []
-            for o, g in ((y, gy), (new_state, gstate)):
-                if g is not None and o.requires_grad:
-                    outs.append(o)
-                    grads.append(g)
-            wanted = [t for t in inputs if t is not None and t.requires_grad]
-            got = iter(torch.autograd.grad(outs, wanted, grads, allow_unused=True) if outs else [None] * len(wanted))
-        return tuple(next(got) if t is not None and t.requires_grad else None for t in inputs)
+        inputs = ctx.saved_tensors
+        grads = _conv_bwd(*inputs, gy, gstate)
+        return tuple(g.to(t.dtype) if t is not None and need else None
+                     for t, g, need in zip(inputs, grads, ctx.needs_input_grad))
 
 
 # ----------------------------------------------------------------------------- public

@@ -1,4 +1,4 @@
-"""`worldmodel play` (or `python -m app`): play inside the world model in the browser.
+"""`worldmodel play` (or `python -m worldmodel.app`): play inside the world model in the browser.
 
 A Gradio Blocks page. The page's script (`_head_script`) keeps the set of held keys and buttons,
 and its timer-driven loop asks the server for one frame at a time while anything is held, paced
@@ -6,7 +6,7 @@ to the target frame rate (--fps) and never more than one frame in flight per tab
 gives a steady stream of frames, a slow model lowers the rate instead of piling up requests,
 and an idle tab costs the server nothing.
 
-Each tab owns a `Session` (app/session.py) in a `gr.State`: its own `World` over the one model
+Each tab owns a `Session` (session.py) in a `gr.State`: its own `World` over the one model
 loaded at start-up, an optional real Memory Maze env stepped alongside, and the recording.
 """
 # No `from __future__ import annotations` here: Gradio finds the `gr.Request` parameters of the
@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from worldmodel.data.env import MAZE_SIZES  # cheap: memory_maze is only imported when an env is built
-from worldmodel.data.episodes import episode_poses
 
 from .keymap import BUTTONS, CONTROLS, KEYS, action_for, parse_held
 
@@ -42,7 +41,7 @@ kbd { border: 1px solid #8888; border-bottom-width: 2px; border-radius: 4px; pad
 
 
 def _head_script(fps: float) -> str:
-    """The page's game loop, built from the key map so that app/keymap.py is the only place keys live.
+    """The page's game loop, built from the key map so that keymap.py is the only place keys live.
 
     A browser-side timer asks for the next frame (by clicking the hidden #wm-step button) when
     something is held, the previous frame has arrived and a frame period has passed. Idle tabs
@@ -204,26 +203,17 @@ def _plot_html(session, width: int = 384, height: int = 110, last: int = 300) ->
 
 
 # -- the app -------------------------------------------------------------------------------------
-def build_demo(world, sessions, args: argparse.Namespace):
-    """The Blocks page. Every tab gets its own `World` over `world`'s model (shared: its forward
-    is stateless) and is kept in `sessions` (app.session.Sessions) until the tab closes."""
+def _start_handlers(world, sessions, args: argparse.Namespace, render):
+    """The handlers that start a tab's game: from the real environment, or from an episode file.
+    Every tab gets its own `World` over `world`'s model (shared: its forward is stateless)."""
     import gradio as gr
 
+    from worldmodel.eval.rollout import look_around, observation_poses
     from worldmodel.world import World
 
-    from .session import EnvsBusy, RealEnv, Session, look_around
+    from .session import EnvsBusy, RealEnv, Session
 
     model, device, codec = world.model, world.device, world.codec  # shared read-only; each session its own state
-    size = world.frame_shape[0] * args.scale
-
-    def adopt(request: gr.Request, session: Session) -> None:
-        sessions.adopt(request.session_hash, session)
-
-    def unload(request: gr.Request) -> None:
-        sessions.close(request.session_hash)
-
-    def render(session, step):
-        return _view_html(step, size), _status_html(session), _plot_html(session)
 
     def new_session(seed: int) -> Session:
         return Session(World(model, steps=args.steps, device=device, seed=seed, codec=codec), fps=args.fps,
@@ -241,8 +231,7 @@ def build_demo(world, sessions, args: argparse.Namespace):
         try:
             obs, actions = look_around(env, args.context)
             session = new_session(seed)
-            step = session.start(np.stack([o["image"] for o in obs]), actions,
-                                 poses=episode_poses({k: np.stack([o[k] for o in obs]) for k in ("agent_pos", "agent_dir")}),
+            step = session.start(np.stack([o["image"] for o in obs]), actions, poses=observation_poses(obs),
                                  env=env if compare else None, env_obs=obs if compare else None,
                                  layout=obs[-1]["maze_layout"])
         except Exception as e:
@@ -252,7 +241,7 @@ def build_demo(world, sessions, args: argparse.Namespace):
             raise gr.Error(f"could not start the world: {e}") from e
         if not compare:
             env.close()
-        adopt(request, session)
+        sessions.adopt(request.session_hash, session)
         return session, *render(session, step)
 
     def start_episode(path, request: gr.Request):
@@ -265,16 +254,26 @@ def build_demo(world, sessions, args: argparse.Namespace):
         except ValueError as e:
             session.close()
             raise gr.Error(f"could not start from {Path(path).name}: {e}") from e
-        adopt(request, session)
+        sessions.adopt(request.session_hash, session)
         return session, *render(session, step)
+
+    return start_env, start_episode
+
+
+def _play_handlers(render):
+    """The handlers of a running game: a frame per tick, save and load states, save the recording."""
+    import gradio as gr
+
+    def skip3():  # no change to the three frame outputs
+        return gr.skip(), gr.skip(), gr.skip()
 
     def tick(session, keys):
         held = parse_held(keys)
         if session is None or not held or not session.lock.acquire(blocking=False):
-            return gr.skip(), gr.skip(), gr.skip()
+            return skip3()
         try:
             if session.closed:
-                return gr.skip(), gr.skip(), gr.skip()
+                return skip3()
             step = session.step(action_for(held))
         finally:
             session.lock.release()
@@ -293,14 +292,14 @@ def build_demo(world, sessions, args: argparse.Namespace):
     def load_state(session, path):
         if not running(session) or not path:
             gr.Warning("Start a world first, then load a saved state into it.")
-            return gr.skip(), gr.skip(), gr.skip()
+            return skip3()
         with session.lock:
             was_comparing = session.compare
             try:
                 step = session.load_state(path)
             except ValueError as e:
                 gr.Warning(f"Could not load {Path(path).name}: {e} — the running world is kept.")
-                return gr.skip(), gr.skip(), gr.skip()
+                return skip3()
         if was_comparing:
             gr.Info("Loaded. The real environment cannot follow a loaded state, so the side-by-side view is off.")
         return render(session, step)
@@ -312,6 +311,53 @@ def build_demo(world, sessions, args: argparse.Namespace):
         with session.lock:
             return [str(p) for p in session.save_recording()]
 
+    return tick, save_state, load_state, save_recording
+
+
+def _side_panel(args: argparse.Namespace) -> dict:
+    """The right-hand column: start a world, save and load. Returns its interactive components."""
+    import gradio as gr
+
+    c = {}
+    gr.Markdown("### Start a world")
+    c["maze"] = gr.Dropdown(list(MAZE_SIZES), value="9x9", label="maze size")
+    c["seed"] = gr.Number(0, precision=0, label="seed")
+    c["compare"] = gr.Checkbox(False, label="Real vs imagined: step the real environment alongside",
+                               elem_id="wm-compare")
+    c["start"] = gr.Button("Start", variant="primary", elem_id="wm-start")
+    gr.Markdown(f"The real environment looks around ({args.context} frames) to seed the model; from "
+                "then on the model dead-reckons where you are from your keys, and a pose-keyed "
+                "memory shows what it saw there (turn around on the spot to see it).")
+    c["episode"] = gr.UploadButton("Start from an episode file (.npz)", file_types=[".npz"], elem_id="wm-episode")
+    gr.Markdown("### Save and load")
+    with gr.Row():
+        c["save"] = gr.Button("Save state", elem_id="wm-save")
+        c["load"] = gr.UploadButton("Load state (.safetensors)", file_types=[".safetensors"], elem_id="wm-load")
+    c["record"] = gr.Button("Save recording (mp4 + episode .npz)", elem_id="wm-record")
+    c["downloads"] = gr.File(label="downloads", file_count="multiple", interactive=False, height=150,
+                             elem_id="wm-downloads")
+    gr.Markdown(
+        f"Model: `{html.escape(str(args.checkpoint or 'checkpoints/maze9x9'))}`, {args.steps} denoising "
+        f"steps per frame, target {args.fps:g} fps. Recordings keep the context and the imagined frames "
+        "(`context_len` marks where imagination starts); imagined frames carry the pose the "
+        "model was given, dead-reckoned from the actions (the model never sees the real environment).")
+    return c
+
+
+def build_demo(world, sessions, args: argparse.Namespace):
+    """The Blocks page. Every tab's game is kept in `sessions` (session.Sessions) until the tab closes."""
+    import gradio as gr
+
+    size = world.frame_shape[0] * args.scale
+
+    def unload(request: gr.Request) -> None:
+        sessions.close(request.session_hash)
+
+    def render(session, step):
+        return _view_html(step, size), _status_html(session), _plot_html(session)
+
+    start_env, start_episode = _start_handlers(world, sessions, args, render)
+    tick, save_state, load_state, save_recording = _play_handlers(render)
     with gr.Blocks(title="worldmodel · play", fill_width=True, delete_cache=(600, 3600)) as demo:
         session = gr.State(None, delete_callback=lambda s: s is not None and s.close())
         keys = gr.Textbox(visible=False)  # filled in by _STEP_JS for each frame
@@ -329,39 +375,17 @@ def build_demo(world, sessions, args: argparse.Namespace):
                 gr.Checkbox(False, label="Time runs without input (noop frames when nothing is held)",
                             elem_id="wm-free-run")  # read by the page's loop
             with gr.Column(scale=1, min_width=320):
-                gr.Markdown("### Start a world")
-                maze = gr.Dropdown(list(MAZE_SIZES), value="9x9", label="maze size")
-                seed = gr.Number(0, precision=0, label="seed")
-                compare = gr.Checkbox(False, label="Real vs imagined: step the real environment alongside",
-                                      elem_id="wm-compare")
-                start = gr.Button("Start", variant="primary", elem_id="wm-start")
-                gr.Markdown(f"The real environment looks around ({args.context} frames) to seed the model; from "
-                            "then on the model dead-reckons where you are from your keys, and a pose-keyed "
-                            "memory shows what it saw there (turn around on the spot to see it).")
-                episode = gr.UploadButton("Start from an episode file (.npz)", file_types=[".npz"],
-                                          elem_id="wm-episode")
-                gr.Markdown("### Save and load")
-                with gr.Row():
-                    save = gr.Button("Save state", elem_id="wm-save")
-                    load = gr.UploadButton("Load state (.safetensors)", file_types=[".safetensors"], elem_id="wm-load")
-                record = gr.Button("Save recording (mp4 + episode .npz)", elem_id="wm-record")
-                downloads = gr.File(label="downloads", file_count="multiple", interactive=False, height=150,
-                                    elem_id="wm-downloads")
-                gr.Markdown(
-                    f"Model: `{html.escape(str(args.checkpoint or 'checkpoints/maze9x9'))}`, {args.steps} denoising "
-                    f"steps per frame, target {args.fps:g} fps. Recordings keep the context and the imagined frames "
-                    "(`context_len` marks where imagination starts); imagined frames carry the pose the "
-                    "model was given, dead-reckoned from the actions (the model never sees the real environment).")
+                c = _side_panel(args)
 
         frame_outputs = [view, status, plot]
-        start.click(start_env, [maze, seed, compare], [session, *frame_outputs],
-                    concurrency_id="setup", concurrency_limit=1, api_visibility="private")
-        episode.upload(start_episode, [episode], [session, *frame_outputs], api_visibility="private")
+        c["start"].click(start_env, [c["maze"], c["seed"], c["compare"]], [session, *frame_outputs],
+                         concurrency_id="setup", concurrency_limit=1, api_visibility="private")
+        c["episode"].upload(start_episode, [c["episode"]], [session, *frame_outputs], api_visibility="private")
         step_trigger.click(tick, [session, keys], frame_outputs, js=_STEP_JS, trigger_mode="once",
                            show_progress="hidden", api_visibility="private").then(None, js=_DONE_JS)
-        save.click(save_state, [session], [downloads], api_visibility="private")
-        load.upload(load_state, [session, load], frame_outputs, api_visibility="private")
-        record.click(save_recording, [session], [downloads], api_visibility="private")
+        c["save"].click(save_state, [session], [c["downloads"]], api_visibility="private")
+        c["load"].upload(load_state, [session, c["load"]], frame_outputs, api_visibility="private")
+        c["record"].click(save_recording, [session], [c["downloads"]], api_visibility="private")
         demo.unload(unload)
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
     return demo
@@ -402,6 +426,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app", description="Play inside the world model in the browser.")
+    parser = argparse.ArgumentParser(prog="python -m worldmodel.app", description="Play inside the world model in the browser.")
     add_arguments(parser)
     return run(parser.parse_args(argv))

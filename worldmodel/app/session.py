@@ -18,9 +18,8 @@ import numpy as np
 from worldmodel.data.episodes import (EpisodeRecorder, actions_to_index, episode_poses, index_to_onehot, load_episode,
                                       save_episode)
 from worldmodel.eval.media import write_video
+from worldmodel.eval.metrics import psnr
 from worldmodel.world import World
-
-LOOK_LEFT = 2  # the look-around that seeds a world is a series of left turns (~18.4 degrees each)
 
 
 class EnvsBusy(RuntimeError):
@@ -56,6 +55,9 @@ class RealEnv:
     def step_async(self, action: int) -> Future:
         return self._pool.submit(self._env.step, int(action))
 
+    def step(self, action: int) -> dict:
+        return self.step_async(action).result()
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.submit(self._env.close)
@@ -65,21 +67,6 @@ class RealEnv:
         pool, self._pool = self._pool, None
         pool.shutdown(wait=False)
         self._slots.release()
-
-
-def look_around(env: RealEnv, frames: int) -> tuple[list[dict], list[int]]:
-    """Reset `env` and turn left `frames - 1` times: a view of the surroundings to seed a world.
-    Returns the observations and the actions that led to them (action 0 is a placeholder)."""
-    obs = [env.reset()]
-    for _ in range(frames - 1):
-        obs.append(env.step_async(LOOK_LEFT).result())
-    return obs, [0] + [LOOK_LEFT] * (frames - 1)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak signal-to-noise ratio of two uint8 frames in dB (identical frames: 99)."""
-    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
-    return 99.0 if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
 
 
 @dataclass

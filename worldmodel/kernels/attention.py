@@ -12,11 +12,12 @@ online softmax (running max and sum in fp32), so the window is read once and no 
 written. Invalid cache slots are masked per key. fp32/fp16/bf16 in, fp32 accumulation, output in
 q's dtype. Forward only.
 
-Training (Tq > STREAM_MAX_TQ query frames, or any gradient needed) goes to the reference, which is
-torch SDPA over a (frame-band masked) key layout: on a GPU SDPA already runs a fused
-flash/memory-efficient kernel with a backward, so a hand-written kernel there would have to beat
-it. That is a decision made without a GPU to measure on; revisit it with a GPU measurement
-(e.g. a banded flash kernel that skips the masked-out key frames SDPA still visits).
+Training (many query frames, or any gradient needed) stays on the reference (``worldmodel.ops``
+decides, see ``STREAM_MAX_TQ`` there), which is torch SDPA over a (frame-band masked) key
+layout: on a GPU SDPA already runs a fused flash/memory-efficient kernel with a backward, so a
+hand-written kernel there would have to beat it. That is a decision made without a GPU to
+measure on; revisit it with a GPU measurement (e.g. a banded flash kernel that skips the
+masked-out key frames SDPA still visits).
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ import triton
 import triton.language as tl
 
 from ._common import DOT_PRECISION, pow2
-
-STREAM_MAX_TQ = 4  # up to this many query frames (and no grad) go to the Triton kernel
 
 
 # ----------------------------------------------------------------------------- kernel
@@ -95,9 +94,10 @@ def _window_attn_kernel(
              out.to(o_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
 
 
-# ----------------------------------------------------------------------------- launcher
+# ----------------------------------------------------------------------------- launcher and public
 def windowed_attention_stream(q, k, v, key_valid, window):
-    """The Triton kernel for any Tq (forward only); same arguments and result as the reference."""
+    """``ops.windowed_attention`` for any Tq, forward only: same arguments and result as
+    ``ops.windowed_attention_reference``."""
     Bsz, H, Tq, N, D = q.shape
     Tk = k.shape[2]
     if window is not None and Tk != Tq + window:
@@ -119,14 +119,3 @@ def windowed_attention_stream(q, k, v, key_valid, window):
     )
     return o
 
-
-# ----------------------------------------------------------------------------- public
-def windowed_attention(q, k, v, key_valid, window):
-    """``ops.windowed_attention`` on the GPU: the Triton kernel for streaming (few query frames,
-    no gradient), torch SDPA via the reference for training (see the module docstring)."""
-    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-    if q.shape[2] <= STREAM_MAX_TQ and not needs_grad:
-        return windowed_attention_stream(q, k, v, key_valid, window)
-    from worldmodel.ops import windowed_attention_reference  # noqa: PLC0415 -- ops imports kernels lazily
-
-    return windowed_attention_reference(q, k, v, key_valid, window)

@@ -1,5 +1,5 @@
-"""The demo run headless, as the browser tests and scripts/bench_browser.py drive it: `python -m app`
-as a subprocess on a free local port, and the Chromium that works offline."""
+"""The demo run headless, as the browser tests and scripts/bench_browser.py drive it:
+`python -m worldmodel.app` as a subprocess on a free local port, and the Chromium that works offline."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"  # Debian's (`apt-get install -y chromium`): Playwright's own download needs a network
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -24,14 +24,14 @@ def free_port() -> int:
 
 
 def launch_app(app_args: list[str], log: Path, env: dict | None = None, timeout: float = 180.0):
-    """Starts `python -m app --port P *app_args` from the repo root with its output in `log` and
+    """Starts `python -m worldmodel.app --port P *app_args` from the repo root with its output in `log` and
     waits until the page answers. Returns (process, url); RuntimeError with the log's tail if the
     app exits or does not answer within `timeout` seconds."""
     port = free_port()
     env = dict(os.environ if env is None else env, GRADIO_ANALYTICS_ENABLED="False")
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port), *app_args], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "worldmodel.app", "--port", str(port), *app_args], cwd=REPO,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + timeout
     while True:

@@ -3,16 +3,15 @@
 The page's script only reports *which directions are held* ("forward", "left", "right", "wait");
 turning those into a Memory Maze action happens here, in one place. Keys are matched by
 `KeyboardEvent.code` (the physical key), so W/A/D sit under the same fingers on any layout.
-
-Actions follow the dataset: 0 noop, 1 forward, 2 turn left, 3 turn right, 4 forward+left,
-5 forward+right.
+The action ids are those of `worldmodel.actions`.
 """
 
 from __future__ import annotations
 
 from typing import Iterable
 
-NOOP, FORWARD, LEFT, RIGHT, FORWARD_LEFT, FORWARD_RIGHT = range(6)
+from worldmodel.actions import FORWARD, FORWARD_LEFT, FORWARD_RIGHT, LEFT, NOOP, RIGHT
+
 DIRECTIONS = ("forward", "left", "right", "wait")
 
 # KeyboardEvent.code -> direction.
