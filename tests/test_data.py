@@ -315,23 +315,3 @@ def test_cli_arguments():
         ["--out", "d", "--episodes", "3", "--kind", "revisit", "--policy", "random"])
     assert (args.out, args.episodes, args.kind, args.policy) == ("d", 3, "revisit", "random")
     assert args.maze == "9x9" and args.length is None and args.seed == 0
-
-
-def test_teco_clip_dataset(tmp_path):
-    from worldmodel.data.dataset import TecoClipDataset
-
-    rng = np.random.default_rng(0)
-    video = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
-    actions = rng.integers(0, 4, 20)
-    np.savez(tmp_path / "traj0.npz", video=video, actions=actions)
-    ds = TecoClipDataset(tmp_path, clip_len=5)
-    assert len(ds) == 16
-    item = ds[7]
-    assert set(item) == {"frames", "actions", "episode", "start"}
-    assert np.array_equal(item["frames"].numpy(), video[7:12])
-    assert item["actions"].tolist() == actions[7:12].tolist()
-    np.savez(tmp_path / "bad.npz", video=video[:, :, :, :2], actions=actions)
-    with pytest.raises(ValueError, match=r"bad\.npz: 'video'"):
-        TecoClipDataset(tmp_path, clip_len=5)
-    with pytest.warns(UserWarning, match="bad.npz"):
-        assert len(TecoClipDataset(tmp_path, clip_len=5, skip_corrupt=True)) == 16

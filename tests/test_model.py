@@ -230,3 +230,12 @@ def test_fresh_model_repeats_the_previous_frame_and_streams_it_clean():
     out = world.step(1)
     assert np.abs(out.astype(int) - np.clip(frames[-1] + 12.75, 0, 255).round()).max() <= 1
     torch.testing.assert_close(world._state["prev"][0, 0], torch.from_numpy(out).float() / 127.5 - 1, atol=1 / 127, rtol=0)
+
+
+def test_configs_of_older_checkpoints_load():
+    """Older config.json files hold action_dim: 0 (a removed option): dropped on load, other values refused."""
+    cfg = get_preset("tiny").model.to_dict()
+    assert WorldModel(cfg | {"action_dim": 0}).cfg == WorldModel(cfg).cfg
+    assert "action_dim" not in WorldModel(cfg | {"action_dim": 0}).config["config"]
+    with pytest.raises(ValueError, match="action_dim=2 is no longer supported"):
+        WorldModel(cfg | {"action_dim": 2})

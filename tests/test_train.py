@@ -123,22 +123,6 @@ def test_warm_start_into_grown_model_computes_the_same(tmp_path):
         warm_start(WorldModel({**cfg, "d_model": 16, "n_heads": 2}), tmp_path / "src")
 
 
-def test_slow_memory_heads_retime_every_ssm_layer():
-    from worldmodel.train import memory_half_lives, slow_memory_heads
-
-    from helpers import clip, randomized
-
-    model = randomized("ours")
-    x, _, a = clip(1, 6)
-    before = memory_half_lives(model, x, a)
-    slow_memory_heads(model, x, a, None, [50.0, 400.0])
-    after = memory_half_lives(model, x, a)
-    assert list(after) == list(before) == list(range(len(model.blocks)))  # every layer of `ours` has an SSM
-    for layer, lives in after.items():
-        assert lives[-2:] == pytest.approx([50, 400], rel=0.02)
-        assert max(before[layer]) < 50 and lives[:-2] == pytest.approx(before[layer][:-2], rel=0.2)
-
-
 def test_latent_model_trains_exports_and_plays_with_its_autoencoder(episodes, tmp_path):
     """train-vae -> train --vae (latents cached per autoencoder) -> export carries vae/ -> World
     takes and returns 64x64 frames while the model works on 8x8 latents."""

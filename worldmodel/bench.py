@@ -44,7 +44,8 @@ SKIP_NOTE = "skipped (quadratic prefill; see --causal-max-history)"
 NO_TRITON_NOTE = "Triton kernels need a CUDA GPU; not timed on CPU"
 # Defaults of the sizes, full run and --quick; an option given on the command line wins over both.
 FULL = dict(history=[10, 100, 1000, 5000], frames=20, warmup=3, causal_max_history=1000,
-            train_clips=[16, 32, 64, 128], train_iters=5, kernel_reps=50, kernel_clip=None, copy_mb=1024, threads=None)
+            train_clips=[16, 32, 64, 128], train_iters=5, kernel_reps=50, kernel_clip=None, copy_mb=1024,
+            threads=None)
 QUICK = dict(history=[5, 20, 60], frames=2, warmup=1, causal_max_history=20,
              train_clips=[4, 8], train_iters=2, kernel_reps=3, kernel_clip=4, copy_mb=8, threads=1)
 
@@ -99,11 +100,11 @@ def memory_in_use(device: torch.device) -> int:
 
 def memory_method(device: torch.device) -> str:
     if device.type == "cuda":
-        return ("CUDA: torch.cuda.max_memory_allocated (peak stats reset per phase) minus the memory allocated "
-                "before the point (weights excluded)")
-    return ("CPU: peak process RSS (sampled every 2 ms by a thread) minus the RSS before the point (after malloc_trim); "
-            "approximate -- the allocator can reuse pages freed within the point, so transients may be under-counted. "
-            "State MB = World.state_bytes, the size of the state tensors")
+        return ("CUDA: torch.cuda.max_memory_allocated (peak stats reset per phase) minus the memory "
+                "allocated before the point (weights excluded)")
+    return ("CPU: peak process RSS (sampled every 2 ms by a thread) minus the RSS before the point (after "
+            "malloc_trim); approximate -- the allocator can reuse pages freed within the point, so "
+            "transients may be under-counted. State MB = World.state_bytes, the size of the state tensors")
 
 
 @contextlib.contextmanager
@@ -135,17 +136,22 @@ def peak_memory(device: torch.device, base: int, out: dict, key: str):
 
 
 # ----------------------------------------------------------------------------- stream + memory
-def time_stream(world: World, history: int, frames: int, warmup: int, seed: int = 0, memory: bool = False) -> dict:
+def time_stream(world: World, history: int, frames: int, warmup: int, seed: int = 0,
+                memory: bool = False) -> dict:
     """Median `world.step` time after `reset` on `history` random frames and warm-up steps; with
     `memory`, the peak memory of the prefill (reset) and of the warm-up steps after the first,
     above the memory in use before."""
     dev = world.device
     base = memory_in_use(dev)
     mem: dict = {}
-    meter = (lambda key: peak_memory(dev, base, mem, key)) if memory else (lambda key: contextlib.nullcontext())
+
+    def meter(key: str):
+        return peak_memory(dev, base, mem, key) if memory else contextlib.nullcontext()
+
     rng = np.random.default_rng(seed)
     with meter("prefill_peak_mb"):
-        world.reset(rng.integers(0, 256, (history, *world.frame_shape), dtype=np.uint8), rng.integers(0, 6, history))
+        world.reset(rng.integers(0, 256, (history, *world.frame_shape), dtype=np.uint8),
+                    rng.integers(0, 6, history))
     world.step(int(rng.integers(6)))  # outside both: it also frees what the prefill left pinned (state views)
     with meter("step_peak_mb"):
         for _ in range(max(warmup - 1, 1)):  # max(warmup, 2) warm-up frames in all
@@ -173,13 +179,15 @@ def bench_stream(models: dict, args, dev: torch.device, codec=None) -> list[dict
             if not warm:  # one untimed short point first: one-time allocations and lazy set-up
                 time_stream(world, min(args.history), 0, 1)
                 warm = True
-            rows.append({"model": name} | time_stream(world, h, args.frames if timed else 0, args.warmup, memory=memory))
+            timing = time_stream(world, h, args.frames if timed else 0, args.warmup, memory=memory)
+            rows.append({"model": name} | timing)
             del world
             r = rows[-1]
             print(f"{name:>10} history {h:>5}: "
                   + (f"{r['ms_per_frame']:8.1f} ms/frame {r['fps']:6.1f} fps  " if timed else "")
                   + f"state {r['state_mb']:.2f} MB"
-                  + (f"  peak prefill {r['prefill_peak_mb']:.1f} MB, step {r['step_peak_mb']:.1f} MB" if memory else ""),
+                  + (f"  peak prefill {r['prefill_peak_mb']:.1f} MB, step {r['step_peak_mb']:.1f} MB"
+                     if memory else ""),
                   flush=True)
     return rows
 
@@ -213,7 +221,8 @@ def kernel_cases(cfg, batch: int, clip: int, dev: torch.device, train_dtype: tor
         d_inner = cfg.expand * cfg.d_model
         h, p, n, k = d_inner // cfg.headdim, cfg.headdim, cfg.d_state, cfg.d_conv
         c = d_inner + 2 * n
-        A = -1 - 15 * torch.rand(h, device=dev, generator=g)  # the model's A = -exp(A_log), A_log ~ log U(1, 16)
+        # the model's A = -exp(A_log), A_log ~ log U(1, 16)
+        A = -1 - 15 * torch.rand(h, device=dev, generator=g)
         for bh, bw in sorted({cfg.layer_block_size(i) for i in range(cfg.n_layers)}):
             blocks = (cfg.grid // bh) * (cfg.grid // bw)
             for mode, nb, L, dtype in (("stream", blocks, bh * bw, torch.float32),
@@ -224,7 +233,8 @@ def kernel_cases(cfg, batch: int, clip: int, dev: torch.device, train_dtype: tor
                 conv = (rnd(nb, L, c, dtype=dtype), rnd(c, k, dtype=dtype), rnd(c, dtype=dtype),
                         rnd(nb, k - 1, c, dtype=dtype) if stream else None)
                 cases += [dict(op="ssd_scan", mode=mode, shape=f"{where} h={h} p={p} n={n}", args=ssd,
-                               reference=ops.ssd_scan_reference, kernel="ssm_step" if stream else "ssd_scan_chunked"),
+                               reference=ops.ssd_scan_reference,
+                               kernel="ssm_step" if stream else "ssd_scan_chunked"),
                           dict(op="causal_conv1d", mode=mode, shape=f"{where} c={c} k={k}", args=conv,
                                reference=ops.causal_conv1d_reference, kernel="causal_conv1d")]
     if cfg.has_attention:
@@ -234,8 +244,10 @@ def kernel_cases(cfg, batch: int, clip: int, dev: torch.device, train_dtype: tor
             valid = torch.ones(B, Tk, dtype=torch.bool, device=dev)
             if mode == "train":
                 valid[:, :Tk - T] = False
-            cases.append(dict(op="windowed_attention", mode=mode, shape=f"b={B} h={heads} Tq={T} Tk={Tk} N={N} d={d} "
-                              f"window={w}", reference=ops.windowed_attention_reference, kernel="windowed_attention_stream",
+            cases.append(dict(op="windowed_attention", mode=mode, shape=f"b={B} h={heads} Tq={T} Tk={Tk} "
+                                                                        f"N={N} d={d} "
+                              f"window={w}", reference=ops.windowed_attention_reference,
+                              kernel="windowed_attention_stream",
                               args=(rnd(B, heads, T, N, d, dtype=dtype), rnd(B, heads, Tk, N, d, dtype=dtype),
                                     rnd(B, heads, Tk, N, d, dtype=dtype), valid, w)))
     return cases
@@ -249,7 +261,8 @@ def _call(fn, args, backward: bool):
             with torch.no_grad():
                 return fn(*args)
         return forward
-    leaves = [a.detach().requires_grad_() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+    leaves = [a.detach().requires_grad_() if torch.is_tensor(a) and a.is_floating_point() else a
+              for a in args]
     return lambda: sum(t.float().sum() for t in _tensors(fn(*leaves)) if t.requires_grad).backward()
 
 
@@ -276,7 +289,8 @@ def bench_kernels(cfg, args, dev: torch.device) -> dict:
             kernel = None if kernels is None or (backward and case["op"] == "windowed_attention") \
                 else getattr(kernels, case["kernel"])
             ref_out = _tensors(_call(ref, a, False)())
-            # minimum traffic: inputs and outputs once; the backward reads inputs and output grads, writes input grads
+            # minimum traffic: inputs and outputs once; the backward reads inputs and output grads,
+            # writes input grads
             n_in, n_out = _nbytes(_tensors(a)), _nbytes(ref_out)
             nbytes = 3 * n_in + 2 * n_out if backward else n_in + n_out
             row = {k: case[k] for k in ("op", "mode", "shape")} | {
@@ -290,7 +304,8 @@ def bench_kernels(cfg, args, dev: torch.device) -> dict:
                 row["max_abs_diff"] = max((x.float() - y.float()).abs().max().item()
                                           for x, y in zip(_tensors(_call(kernel, a, False)()), ref_out))
             rows.append(row)
-            print(f"{row['op']:>18} {row['mode']:>6} {pass_name:>7} {row['shape']}: reference {row['reference_ms']:.3f} ms"
+            print(f"{row['op']:>18} {row['mode']:>6} {pass_name:>7} {row['shape']}: reference "
+                  f"{row['reference_ms']:.3f} ms"
                   + (f", kernel {row['kernel_ms']:.3f} ms" if kernel else ""), flush=True)
     return {"clip": clip, "batch": args.train_batch, "copy_mb": args.copy_mb, "peak_gbs": peak, "note": note,
             "rows": rows}
@@ -304,9 +319,9 @@ def time_train(model: WorldModel, clip: int, batch: int, dev: torch.device, warm
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     flow, cfg = FlowMatching(), model.cfg
     g = torch.Generator(dev).manual_seed(0)
-    x = torch.rand(batch, clip, *(cfg.frame_size, cfg.frame_size, cfg.in_channels), device=dev, generator=g) * 2 - 1
-    a = (torch.randn(batch, clip, cfg.action_dim, device=dev, generator=g) if cfg.action_dim
-         else torch.randint(0, cfg.num_actions, (batch, clip), device=dev, generator=g))
+    shape = (batch, clip, cfg.frame_size, cfg.frame_size, cfg.in_channels)
+    x = torch.rand(shape, device=dev, generator=g) * 2 - 1
+    a = torch.randint(0, cfg.num_actions, (batch, clip), device=dev, generator=g)
 
     def step():
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -314,7 +329,8 @@ def time_train(model: WorldModel, clip: int, batch: int, dev: torch.device, warm
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return time_ms(step, dev, max(warmup, 1), iters)  # >= 1 warm-up: AdamW allocates its state on the first step
+    # >= 1 warm-up: AdamW allocates its state on the first step
+    return time_ms(step, dev, max(warmup, 1), iters)
 
 
 def bench_train(models: dict, args, dev: torch.device) -> list[dict]:
@@ -322,8 +338,10 @@ def bench_train(models: dict, args, dev: torch.device) -> list[dict]:
     for name, model in models.items():
         for clip in args.train_clips:
             ms = time_train(model, clip, args.train_batch, dev, args.warmup, args.train_iters, args.precision)
-            rows.append({"model": name, "clip": clip, "ms_per_iter": ms, "frames_per_s": 1e3 * clip * args.train_batch / ms})
-            print(f"{name:>10} train clip {clip:>4} x batch {args.train_batch}: {ms:8.1f} ms/iteration", flush=True)
+            rows.append({"model": name, "clip": clip, "ms_per_iter": ms,
+                         "frames_per_s": 1e3 * clip * args.train_batch / ms})
+            print(f"{name:>10} train clip {clip:>4} x batch {args.train_batch}: {ms:8.1f} ms/iteration",
+                  flush=True)
     return rows
 
 
@@ -338,9 +356,11 @@ def run_bench(models: dict, args, codec=None) -> dict:
          "sampler_steps": args.steps, "passes_per_frame": args.steps + 1, "warmup": args.warmup,
          "models": {name: {"variant": m.cfg.variant, "params_m": sum(p.numel() for p in m.parameters()) / 1e6,
                            "tokens_per_frame": m.cfg.tokens_per_frame, "d_model": m.cfg.d_model,
-                           "n_layers": m.cfg.n_layers, "frame_size": m.cfg.frame_size} for name, m in models.items()}}
+                           "n_layers": m.cfg.n_layers, "frame_size": m.cfg.frame_size}
+                    for name, m in models.items()}}
     if "stream" in args.sections or "memory" in args.sections:
-        r["stream"] = {"history": args.history, "frames": args.frames, "causal_max_history": args.causal_max_history,
+        r["stream"] = {"history": args.history, "frames": args.frames,
+                       "causal_max_history": args.causal_max_history,
                        "memory_method": memory_method(dev) if "memory" in args.sections else None,
                        "rows": bench_stream(models, args, dev, codec)}
     if "kernels" in args.sections:
@@ -364,54 +384,63 @@ def to_markdown(r: dict) -> str:
     lines = ["# worldmodel bench", "",
              f"Device: {r['device']}; torch {r['torch']}; torch CPU threads: {r['threads']}; "
              f"sections: {', '.join(r['sections'])}"
-             + ("; **--quick smoke sizes**" if r["quick"] else "") + ". Every time is a median after warm-up.", "",
+             + ("; **--quick smoke sizes**" if r["quick"] else "") + ". Every time is a median after "
+                                                                     "warm-up.", "",
              *_table(["model", "variant", "params", "d_model x layers", "frame", "tokens / frame"],
                      [[n, m["variant"], f"{m['params_m']:.2f}M", f"{m['d_model']} x {m['n_layers']}",
-                       f"{m['frame_size']}x{m['frame_size']}", m["tokens_per_frame"]] for n, m in r["models"].items()])]
+                       f"{m['frame_size']}x{m['frame_size']}", m["tokens_per_frame"]]
+                      for n, m in r["models"].items()])]
     s = r.get("stream")
     if s and "stream" in r["sections"]:
         lines += ["", "## Per-frame latency against history", "",
-                  f"`World.step` end to end: {r['sampler_steps']} denoising passes + 1 commit pass + decode to uint8, "
-                  f"batch 1, after `World.reset` on H random frames; median of {s['frames']} timed frames after "
-                  f"{max(r['warmup'], 2)} warm-up frames. Full-attention models are skipped above "
-                  f"--causal-max-history {s['causal_max_history']} frames.", "",
+                  f"`World.step` end to end: {r['sampler_steps']} denoising passes + 1 commit pass + decode "
+                  f"to uint8, batch 1, after `World.reset` on H random frames; median of {s['frames']} "
+                  f"timed frames after {max(r['warmup'], 2)} warm-up frames. Full-attention models are "
+                  f"skipped above --causal-max-history {s['causal_max_history']} frames.", "",
                   *_table(["model", "history (frames)", "ms / frame", "frames / s", "state (MB)"],
                           [[x["model"], x["history"], x["skipped"], "", ""] if "skipped" in x else
-                           [x["model"], x["history"], f"{x['ms_per_frame']:.1f}", f"{x['fps']:.1f}", f"{x['state_mb']:.2f}"]
+                           [x["model"], x["history"], f"{x['ms_per_frame']:.1f}", f"{x['fps']:.1f}",
+                            f"{x['state_mb']:.2f}"]
                            for x in s["rows"]])]
     if s and "memory" in r["sections"]:
-        lines += ["", "## Memory against history", "", f"Peak memory per phase, {s['memory_method']}. Prefill = "
-                  "`World.reset` (chunks of 64 frames, 8 for full attention); streaming = the warm-up steps after the first "
-                  "(the first also frees what the prefill left pinned).", "",
-                  *_table(["model", "history (frames)", "state (MB)", "prefill peak (MB)", "streaming peak (MB)"],
+        lines += ["", "## Memory against history", "", f"Peak memory per phase, {s['memory_method']}. "
+                                                       "Prefill = "
+                  "`World.reset` (chunks of 64 frames, 8 for full attention); streaming = the warm-up steps "
+                  "after the first (the first also frees what the prefill left pinned).", "",
+                  *_table(["model", "history (frames)", "state (MB)", "prefill peak (MB)",
+                           "streaming peak (MB)"],
                           [[x["model"], x["history"], x["skipped"], "", ""] if "skipped" in x else
                            [x["model"], x["history"], f"{x['state_mb']:.2f}", f"{x['prefill_peak_mb']:.1f}",
                             f"{x['step_peak_mb']:.1f}"] for x in s["rows"]])]
     k = r.get("kernels")
     if k:
         lines += ["", "## Kernels against their references", "",
-                  f"Shapes of the first model: stream = one frame, batch 1, carried state; train = batch {k['batch']} x "
-                  f"clip {k['clip']} frames. Median of {k['reps']} calls after {r['warmup']} warm-up calls. GB/s = minimum "
-                  "bytes read + written (each input and output once; fwd+bwd: 3x inputs + 2x outputs) / time. "
-                  f"Measured peak bandwidth (copy of {k['copy_mb']} MiB): **{k['peak_gbs']:.1f} GB/s**."]
+                  "Shapes of the first model: stream = one frame, batch 1, carried state; train = batch "
+                  f"{k['batch']} x clip {k['clip']} frames. Median of {k['reps']} calls after {r['warmup']} "
+                  "warm-up calls. GB/s = minimum bytes read + written (each input and output once; fwd+bwd: "
+                  f"3x inputs + 2x outputs) / time. Measured peak bandwidth (copy of {k['copy_mb']} MiB): "
+                  f"**{k['peak_gbs']:.1f} GB/s**."]
         if k["note"]:
             lines += ["", f"**{k['note']}.**"]
-        lines += ["", *_table(["op", "mode", "pass", "shape", "dtype", "reference ms", "reference GB/s", "kernel",
-                               "kernel ms", "kernel GB/s", "speedup", "max abs diff"],
-                              [[x["op"], x["mode"], x["pass"], x["shape"], x["dtype"], f"{x['reference_ms']:.3f}",
-                                f"{x['reference_gbs']:.3g}", x["kernel"] or "—", _f(x.get("kernel_ms"), ".3f"),
+        header = ["op", "mode", "pass", "shape", "dtype", "reference ms", "reference GB/s", "kernel",
+                  "kernel ms", "kernel GB/s", "speedup", "max abs diff"]
+        lines += ["", *_table(header,
+                              [[x["op"], x["mode"], x["pass"], x["shape"], x["dtype"],
+                                f"{x['reference_ms']:.3f}", f"{x['reference_gbs']:.3g}", x["kernel"] or "—",
+                                _f(x.get("kernel_ms"), ".3f"),
                                 _f(x.get("kernel_gbs"), ".3g"),
                                 _f(x["reference_ms"] / x["kernel_ms"] if "kernel_ms" in x else None, ".2f"),
                                 _f(x.get("max_abs_diff"), ".1e")] for x in k["rows"]])]
         if k["note"] is None:
-            lines += ["", "windowed_attention has no Triton backward (training runs torch SDPA, the reference); "
-                          "its train fwd rows time kernels.windowed_attention_stream, the forward kernel, at the "
-                          "training shape."]
+            lines += ["", "windowed_attention has no Triton backward (training runs torch SDPA, the "
+                          "reference); its train fwd rows time kernels.windowed_attention_stream, the "
+                          "forward kernel, at the training shape."]
     t = r.get("train")
     if t:
         lines += ["", "## Training iteration against clip length", "",
-                  f"Flow-matching loss + backward + AdamW step, batch {t['batch']}, precision {t['precision']}, random "
-                  f"clips; median of {t['iters']} iterations after {max(r['warmup'], 1)} warm-up.", "",
+                  f"Flow-matching loss + backward + AdamW step, batch {t['batch']}, precision "
+                  f"{t['precision']}, random clips; median of {t['iters']} iterations after "
+                  f"{max(r['warmup'], 1)} warm-up.", "",
                   *_table(["model", "clip (frames)", "ms / iteration", "frames / s"],
                           [[x["model"], x["clip"], f"{x['ms_per_iter']:.1f}", f"{x['frames_per_s']:.1f}"]
                            for x in t["rows"]])]
@@ -420,23 +449,25 @@ def to_markdown(r: dict) -> str:
 
 def plot(r: dict, path: Path) -> None:
     """bench.png: ms/frame (and streaming peak memory) against history, one line per model, log x."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 -- Agg: no display needed
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg: no display needed
+    from matplotlib.figure import Figure
 
     s = r["stream"]
-    panels = [(key, label) for key, label, section in (("ms_per_frame", "ms / frame", "stream"),
-                                                        ("step_peak_mb", "streaming peak memory (MB)", "memory"))
-              if section in r["sections"]]
+    choices = (("ms_per_frame", "ms / frame", "stream"),
+               ("step_peak_mb", "streaming peak memory (MB)", "memory"))
+    panels = [(key, label) for key, label, section in choices if section in r["sections"]]
     fig = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
     FigureCanvasAgg(fig)
     for ax, (key, label) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
         for name in r["models"]:
             rows = [x for x in s["rows"] if x["model"] == name]
             skipped = [str(x["history"]) for x in rows if "skipped" in x]
-            line, = ax.plot([x["history"] for x in rows if key in x], [x[key] for x in rows if key in x], marker="o",
-                            label=name + (f" (skipped at {', '.join(skipped)})" if skipped else ""))
+            label = name + (f" (skipped at {', '.join(skipped)})" if skipped else "")
+            line, = ax.plot([x["history"] for x in rows if key in x], [x[key] for x in rows if key in x],
+                            marker="o", label=label)
             if key == "step_peak_mb":  # the exact state size beside the measured peak
-                ax.plot([x["history"] for x in rows if "state_mb" in x], [x["state_mb"] for x in rows if "state_mb" in x],
+                known = [x for x in rows if "state_mb" in x]
+                ax.plot([x["history"] for x in known], [x["state_mb"] for x in known],
                         ls="--", color=line.get_color(), label=f"{name} state")
         ax.set(xscale="log", xlabel="history (frames)", ylabel=label, ylim=(0, None))
         ax.set_xticks(r["stream"]["history"], labels=[f"{h:,}" for h in r["stream"]["history"]], minor=False)
@@ -451,31 +482,38 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     def dflt(key):
         return f"default {FULL[key]}; --quick: {QUICK[key]}"
 
-    p.add_argument("--checkpoint", default=None, help="checkpoint folder or preset (default: the shipped checkpoint)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder or preset (default: the shipped "
+                                                      "checkpoint)")
     p.add_argument("--compare", nargs="*", default=["causal"],
-                   help="more checkpoints or presets to time in the same run (default: causal, the full-attention baseline "
-                        "at the checkpoint's size)")
-    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="parts to run (default: all)")
-    p.add_argument("--quick", action="store_true", help="small smoke sizes (seconds); explicit options still win")
+                   help="more checkpoints or presets to time in the same run (default: causal, the "
+                        "full-attention baseline at the checkpoint's size)")
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="parts to run "
+                                                                                           "(default: all)")
+    p.add_argument("--quick", action="store_true", help="small smoke sizes (seconds); explicit options "
+                                                        "still win")
     p.add_argument("--history", type=int, nargs="+", help=f"history lengths in frames ({dflt('history')})")
     p.add_argument("--causal-max-history", type=int,
                    help="skip full-attention models above this history: their prefill is quadratic "
                         f"({dflt('causal_max_history')})")
     p.add_argument("--frames", type=int, help=f"timed frames per history point ({dflt('frames')})")
-    p.add_argument("--warmup", type=int, help=f"warm-up frames / calls / iterations before timing ({dflt('warmup')})")
+    p.add_argument("--warmup", type=int, help="warm-up frames / calls / iterations before timing "
+                                              f"({dflt('warmup')})")
     p.add_argument("--steps", type=int, default=4, help="denoising steps per frame")
     p.add_argument("--kernel-reps", type=int, help=f"timed calls per kernel ({dflt('kernel_reps')})")
-    p.add_argument("--kernel-clip", type=int, help="frames of the training shapes of the kernels (default: the matching "
-                                                   "preset's training clip, else 32; --quick: 4)")
+    p.add_argument("--kernel-clip", type=int, help="frames of the training shapes of the kernels (default: "
+                                                   "the matching preset's training clip, else 32; --quick: "
+                                                   "4)")
     p.add_argument("--copy-mb", type=int, help=f"MiB copied to measure peak bandwidth ({dflt('copy_mb')})")
-    p.add_argument("--train-clips", type=int, nargs="+", help=f"training clip lengths ({dflt('train_clips')})")
+    p.add_argument("--train-clips", type=int, nargs="+", help="training clip lengths "
+                                                              f"({dflt('train_clips')})")
     p.add_argument("--train-batch", type=int, default=2, help="training batch size (default 2)")
-    p.add_argument("--train-iters", type=int, help=f"timed training iterations per point ({dflt('train_iters')})")
+    p.add_argument("--train-iters", type=int, help="timed training iterations per point "
+                                                   f"({dflt('train_iters')})")
     p.add_argument("--precision", choices=("auto", "no", "bf16"), default="auto",
                    help="training autocast (and kernel training dtype): auto = bf16 on CUDA, fp32 on CPU")
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; --quick: 1, which does not "
-                                               "fight other jobs for the cores)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; --quick: 1, "
+                                               "which does not fight other jobs for the cores)")
     p.add_argument("--out", default="bench", help="folder for bench.json, bench.md and bench.png")
     return p
 
@@ -512,4 +550,5 @@ def _run(args: argparse.Namespace) -> None:
     if "stream" in results:
         plot(results, out / "bench.png")
     print(to_markdown(results))
-    print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}" + (f", {out / 'bench.png'}" if "stream" in results else ""))
+    png = f", {out / 'bench.png'}" if "stream" in results else ""
+    print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}{png}")

@@ -40,7 +40,6 @@ class ModelConfig:
     chunk_size: int = 64
     # Conditioning
     num_actions: int = NUM_ACTIONS
-    action_dim: int = 0  # >0: continuous action vector through a small MLP instead of the embedding
     # The agent's pose (x, y in maze cells, heading unit vector) per frame as a further condition,
     # as the paper's Memory Maze models are given: retracing a path replays poses seen before, so
     # the memory has a key to recall by. Optional per frame (NaN = unknown: the app has no pose).
@@ -101,6 +100,22 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """A config from `to_dict` or a checkpoint's config.json. Keys of removed options are dropped
+        when they hold the only value still supported (older checkpoints write them), else refused."""
+        d = dict(d)
+        for key, supported in RETIRED.items():
+            value = d.pop(key, supported)
+            if value != supported:
+                raise ValueError(f"{key}={value!r} is no longer supported (only {supported!r})")
+        return cls(**d)
+
+
+# Options removed from ModelConfig: {key: the value older configs may hold}. action_dim > 0 was a
+# continuous action input that World never accepted.
+RETIRED = {"action_dim": 0}
+
 
 @dataclass
 class TrainConfig:
@@ -124,7 +139,6 @@ class TrainConfig:
     val_every: int = 250
     ckpt_every: int = 250
     sample_every: int = 1000
-    sampling_steps: int = 4
 
     def clip_len_at(self, step: int) -> int:
         length = self.clip_len

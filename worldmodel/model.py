@@ -179,7 +179,8 @@ class WorldModel(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, config: dict | None = None):
         super().__init__()
-        cfg = self.cfg = ModelConfig(**(config or {}))
+        cfg = self.cfg = ModelConfig.from_dict(config or {})
+        self.register_to_config(config=cfg.to_dict())  # what save_pretrained writes: without retired keys
         d, p = cfg.d_model, cfg.patch_size
         patch = p * p * cfg.in_channels
         # inputs per token: the noisy patch, the previous clean frame's, and the memory's mean + confidence
@@ -188,10 +189,7 @@ class WorldModel(ModelMixin, ConfigMixin):
         self.pos_embed = nn.Parameter(torch.randn(cfg.tokens_per_frame, d) * 0.02)
         self.sigma_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.sigma_embed = TimestepEmbedding(256, d)
-        if cfg.action_dim > 0:
-            self.action_embed = nn.Sequential(nn.Linear(cfg.action_dim, d), nn.SiLU(), nn.Linear(d, d))
-        else:
-            self.action_embed = nn.Embedding(cfg.num_actions, d)
+        self.action_embed = nn.Embedding(cfg.num_actions, d)
         self.pose_embed = PoseEmbedding(d) if cfg.pose_cond else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
@@ -250,8 +248,8 @@ class WorldModel(ModelMixin, ConfigMixin):
         return c
 
     def forward(self, x, sigma, action, state: dict | None = None, prev=None, pose=None):
-        """x: (B, T, H, W, C) noisy frames; sigma: (B, T) their noise levels; action: (B, T) ints
-        (or (B, T, action_dim) floats); state: from ``init_state`` or a previous call, None = fresh.
+        """x: (B, T, H, W, C) noisy frames; sigma: (B, T) their noise levels; action: (B, T) ints;
+        state: from ``init_state`` or a previous call, None = fresh.
         prev: (B, T, H, W, C) the clean frame before each frame; None = the state's newest frame,
         then x's own frames (right when x is clean, as in a prefill; a sampler overwrites
         ``state["prev"]`` with the clean frame it committed).

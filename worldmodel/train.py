@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import importlib.util
 import json
 import math
@@ -32,7 +33,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from .config import PRESETS, VARIANTS, get_preset
+from .config import PRESETS, VARIANTS, ModelConfig, TrainConfig, get_preset
 from .diffusion import FlowMatching
 from .model import WorldModel
 from .vae import FrameCodec, check_codec
@@ -131,39 +132,6 @@ def warm_start(model: WorldModel, source: str | Path) -> list[str]:
     return grown
 
 
-@torch.no_grad()
-def ssm_inputs(model: WorldModel, x, action, pose=None) -> dict[int, torch.Tensor]:
-    """What each SSM layer gets as input when the model reads the clean clip x: {layer: tensor}."""
-    inputs = {}
-    hooks = [blk.ssm.register_forward_pre_hook(lambda mod, args, i=i: inputs.__setitem__(i, args[0]))
-             for i, blk in enumerate(model.blocks) if blk.ssm is not None]
-    try:
-        model(x, torch.zeros(x.shape[:2], device=x.device), action, pose=pose)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return inputs
-
-
-def memory_half_lives(model: WorldModel, x, action, pose=None) -> dict[int, list[float]]:
-    """{SSM layer: its heads' state half-lives in frames on clip x, ascending} (BlockMamba2.frame_log_decay)."""
-    return {i: sorted((-math.log(2) / model.blocks[i].ssm.frame_log_decay(u)).tolist())
-            for i, u in ssm_inputs(model, x, action, pose).items()}
-
-
-@torch.no_grad()
-def slow_memory_heads(model: WorldModel, x, action, pose, half_lives: list[float]) -> None:
-    """Retime the slowest heads of every SSM layer to `half_lives` (frames) on clip x, layer by
-    layer (a retimed layer changes the next one's input). Why: Mamba's step-size init is per scan
-    step and a frame is bh*bw steps, so the trained heads halve their state within 0.1-70 frames
-    (measured on the shipped model), and no gradient reaches a view seen 200 frames back. Measured
-    necessary, not sufficient: after retiming and 700 steps the heads stayed slow but recall did
-    not improve (BENCHMARKS.md)."""
-    for i, blk in enumerate(model.blocks):
-        if blk.ssm is not None:
-            blk.ssm.slow_heads(ssm_inputs(model, x, action, pose)[i], half_lives)
-
-
 def _find_checkpoint(out: Path) -> Path | None:
     for name in ("checkpoint", "checkpoint.old"):  # .old survives a crash between the two renames
         if (out / name / "trainer_state.json").exists():
@@ -186,10 +154,10 @@ def validation_loss(model, flow: FlowMatching, dataset, batches: int, batch_size
 
 
 def save_sample(path: Path, model, episode_dir, context: int = 16, horizon: int = 16, steps: int = 4, codec=None) -> None:
+    from .data.episodes import actions_to_index, load_episode
     from .eval.media import write_video
     from .eval.rollout import rollout_episode
     from .world import World
-    from .data.episodes import load_episode, actions_to_index
 
     files = sorted(Path(episode_dir).glob("*.npz"))
     if not files:
@@ -200,159 +168,190 @@ def save_sample(path: Path, model, episode_dir, context: int = 16, horizon: int 
     write_video(path, [ep["image"][context:context + horizon], gen], fps=8)
 
 
-def train(args: argparse.Namespace) -> Path:
+# Flags that override the preset's TrainConfig field of the same name.
+TRAIN_FLAGS = ("batch_size", "max_steps", "lr", "clip_len", "grad_accum", "val_every", "ckpt_every", "sample_every",
+               "gap_prob", "gap_max", "prefix_prob", "prefix_min")
+LOG_EVERY = 10  # steps between lines of metrics.jsonl
+
+
+def configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
+    """The preset's model and training configs with the command line's overrides."""
     preset = get_preset(args.preset)
-    mcfg, tcfg = preset.model, preset.train
-    if args.variant:
-        mcfg.variant = args.variant
-        mcfg.__post_init__()
-    if args.pose or args.pose_memory:
-        mcfg.pose_cond = True
-    if args.pose_memory:
-        mcfg.pose_memory = True
-    for name in ("batch_size", "max_steps", "lr", "clip_len", "grad_accum", "val_every", "ckpt_every", "sample_every",
-                 "pose_drop", "gap_prob", "gap_max", "prefix_prob", "prefix_min"):
-        if getattr(args, name, None) is not None:
-            setattr(tcfg, name, getattr(args, name))
-    if args.clip_len is not None:
+    m, t = preset.model, preset.train
+    mcfg = dataclasses.replace(m, variant=args.variant or m.variant,
+                               pose_cond=m.pose_cond or args.pose or args.pose_memory,
+                               pose_memory=m.pose_memory or args.pose_memory)
+    tcfg = dataclasses.replace(t, **{k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None})
+    if args.clip_len is not None:  # longer curriculum stages are dropped
         tcfg.curriculum = [c for c in tcfg.curriculum if c[1] <= args.clip_len]
+    return mcfg, tcfg
 
-    # the autoencoder: a checkpoint folder's vae/, or an autoencoder folder itself
-    codec = (load_codec(args.vae) or FrameCodec.from_pretrained(args.vae)) if args.vae else None
-    check_codec(mcfg, codec, f"preset {args.preset}")
 
-    # cpu=True without CUDA: else two CPU processes under `accelerate launch` never join one group.
-    accelerator = Accelerator(mixed_precision=args.precision, gradient_accumulation_steps=tcfg.grad_accum,
-                              cpu=args.cpu or not torch.cuda.is_available(), log_with="tensorboard" if importlib.util.find_spec("tensorboard") else None,
-                              project_dir=args.out)
-    if accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # share the cores between processes instead of oversubscribing them (an explicit OMP_NUM_THREADS wins)
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    main = accelerator.is_main_process
+class Trainer:
+    """One training run: `Trainer(args).fit()` trains from the run folder's state to its end."""
 
-    if codec is not None:
-        codec.to(accelerator.device)
-    torch.manual_seed(args.seed)  # the initial weights: a run is a function of its seed
-    model = WorldModel(mcfg.to_dict())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(0.9, 0.99), weight_decay=tcfg.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, tcfg.warmup_steps, tcfg.max_steps)
-    step = 0
-    ckpt = _find_checkpoint(out) if args.resume else None
-    if args.init_from and ckpt is None:
-        grown = warm_start(model, args.init_from)
-        if accelerator.is_main_process:
-            print(f"initialised from {args.init_from}" + (f" (grown: {', '.join(grown)})" if grown else ""))
-    dataset, clip_len = None, None  # built for the step's clip length, in the loop (or here, once)
-    if args.memory_half_lives and ckpt is None:
-        clip_len = tcfg.clip_len_at(0)
-        dataset = _clip_dataset(args.data, clip_len, seed=args.seed, codec=codec)
-        x, a, pose = make_batch(dataset, 1, args.seed, 0, 0, 0, "cpu")
-        slow_memory_heads(model, x, a, pose if mcfg.pose_cond else None, args.memory_half_lives)
-        if main:
-            print(f"slowest {len(args.memory_half_lives)} heads of each SSM layer retimed to half-lives of "
-                  f"{', '.join(f'{h:g}' for h in args.memory_half_lives)} frames")
-    ema = EMAModel(model.parameters(), decay=tcfg.ema_decay, use_ema_warmup=True, power=3 / 4)  # after any warm start
-    if ckpt is not None:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.mcfg, self.tcfg = configs(args)
+        # the autoencoder: a checkpoint folder's (vae/ or vae.json), or an autoencoder folder itself
+        self.codec = (load_codec(args.vae) or FrameCodec.from_pretrained(args.vae)) if args.vae else None
+        check_codec(self.mcfg, self.codec, f"preset {args.preset}")
+        # cpu=True without CUDA: else two CPU processes under `accelerate launch` never join one group.
+        self.accelerator = acc = Accelerator(
+            mixed_precision=args.precision, gradient_accumulation_steps=self.tcfg.grad_accum,
+            cpu=not torch.cuda.is_available(), project_dir=args.out,
+            log_with="tensorboard" if importlib.util.find_spec("tensorboard") else None)
+        if acc.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+            # share the cores between processes instead of oversubscribing them (an explicit OMP_NUM_THREADS wins)
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // acc.num_processes))
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.main = acc.is_main_process
+        if self.codec is not None:
+            self.codec.to(acc.device)
+        self.step = self._build()
+        self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
+        self.raw = acc.unwrap_model(self.model)
+        self.ema.to(acc.device)
+        if acc.trackers:
+            acc.init_trackers("worldmodel")
+        t = self.tcfg
+        self.flow = FlowMatching(prefix_prob=t.prefix_prob, prefix_min=t.prefix_min, self_prev_prob=t.self_prev_prob,
+                                 frame_range=None if self.codec is not None else 1.0, pose_drop=t.pose_drop,
+                                 gap_prob=t.gap_prob, gap_max=t.gap_max)
+        self.val_set = _clip_dataset(args.val_data, t.clip_len, seed=1, codec=self.codec) if args.val_data else None
+        self.dataset, self.clip_len = None, None  # built for the step's clip length, in the loop
+        if self.main:
+            self._describe()
+
+    def _build(self) -> int:
+        """Model, optimizer, schedule and EMA: fresh, warm-started or resumed; returns the step."""
+        args, tcfg = self.args, self.tcfg
+        torch.manual_seed(args.seed)  # the initial weights: a run is a function of its seed
+        self.model = model = WorldModel(self.mcfg.to_dict())
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(0.9, 0.99),
+                                           weight_decay=tcfg.weight_decay)
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, tcfg.warmup_steps, tcfg.max_steps)
+        ckpt = _find_checkpoint(self.out) if args.resume else None
+        if args.init_from and ckpt is None:
+            grown = warm_start(model, args.init_from)
+            if self.main:
+                print(f"initialised from {args.init_from}" + (f" (grown: {', '.join(grown)})" if grown else ""))
+        # after any warm start
+        self.ema = EMAModel(model.parameters(), decay=tcfg.ema_decay, use_ema_warmup=True, power=3 / 4)
+        if ckpt is None:
+            return 0
         state = json.loads((ckpt / "trainer_state.json").read_text())
-        if state["model_config"] != mcfg.to_dict():
+        if state["model_config"] != self.mcfg.to_dict():
             raise ValueError(f"{ckpt} was trained with another model config; use a new --out or the same preset")
         model.load_state_dict(WorldModel.from_pretrained(ckpt / "model").state_dict())
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-        ema.load_state_dict(torch.load(ckpt / "ema_state.pt", weights_only=True))
-        step = state["step"]
-        if main:
-            print(f"resumed from {ckpt} at step {step}")
-    model, optimizer = accelerator.prepare(model, optimizer)
-    raw = accelerator.unwrap_model(model)
-    ema.to(accelerator.device)
-    if accelerator.trackers:
-        accelerator.init_trackers("worldmodel")
+        self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        self.scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+        self.ema.load_state_dict(torch.load(ckpt / "ema_state.pt", weights_only=True))
+        if self.main:
+            print(f"resumed from {ckpt} at step {state['step']}")
+        return state["step"]
 
-    flow = FlowMatching(prefix_prob=tcfg.prefix_prob, prefix_min=tcfg.prefix_min, self_prev_prob=tcfg.self_prev_prob,
-                        frame_range=None if codec is not None else 1.0, pose_drop=tcfg.pose_drop,
-                        gap_prob=tcfg.gap_prob, gap_max=tcfg.gap_max)
-    val_set = _clip_dataset(args.val_data, tcfg.clip_len, seed=1, codec=codec) if args.val_data else None
-    n_params = sum(p.numel() for p in raw.parameters())
-    if main:
-        print(f"{args.preset}/{mcfg.variant}: {n_params / 1e6:.2f}M params, {accelerator.num_processes} process(es) "
-              f"on {accelerator.device}, precision {args.precision}, batch {tcfg.batch_size} x {tcfg.grad_accum} accum "
-              f"x {accelerator.num_processes} procs")
-        (out / "run_config.json").write_text(json.dumps(
-            {"preset": args.preset, "model_config": mcfg.to_dict(), "train_config": tcfg.__dict__, "args": vars(args),
-             "params": n_params, "processes": accelerator.num_processes, "device": str(accelerator.device)}, indent=2, default=str))
+    def _describe(self) -> None:
+        args, mcfg, tcfg, acc = self.args, self.mcfg, self.tcfg, self.accelerator
+        n_params = sum(p.numel() for p in self.raw.parameters())
+        print(f"{args.preset}/{mcfg.variant}: {n_params / 1e6:.2f}M params, {acc.num_processes} process(es) "
+              f"on {acc.device}, precision {args.precision}, batch {tcfg.batch_size} x {tcfg.grad_accum} accum "
+              f"x {acc.num_processes} procs")
+        (self.out / "run_config.json").write_text(json.dumps(
+            {"preset": args.preset, "model_config": mcfg.to_dict(), "train_config": tcfg.__dict__,
+             "args": vars(args), "params": n_params, "processes": acc.num_processes, "device": str(acc.device)},
+            indent=2, default=str))
 
-    t_start, deadline = time.time(), (time.time() + args.max_minutes * 60 if args.max_minutes else math.inf)
-    bar = tqdm(total=tcfg.max_steps, initial=step, disable=not main, dynamic_ncols=True, desc="train")
-    metrics = open(out / "metrics.jsonl", "a") if main else None
-    last_log, last_t = step, time.time()
+    def checkpoint(self) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.main:
+            _atomic_checkpoint(self.out, self.raw, self.ema, self.optimizer, self.scheduler, {
+                "step": self.step, "preset": self.args.preset, "model_config": self.mcfg.to_dict(),
+                "wall_seconds": time.time() - self.t_start, "time": time.strftime("%Y-%m-%d %H:%M:%S")}, self.codec)
 
-    def checkpoint():
-        accelerator.wait_for_everyone()
-        if main:
-            _atomic_checkpoint(out, raw, ema, optimizer, scheduler, {
-                "step": step, "preset": args.preset, "model_config": mcfg.to_dict(),
-                "wall_seconds": time.time() - t_start, "time": time.strftime("%Y-%m-%d %H:%M:%S")}, codec)
-
-    if args.stop_at is not None and step >= args.stop_at and main:  # a rerun of a finished stage stays finished
-        bar.write(f"step {step} already reaches --stop-at {args.stop_at}: nothing to do")
-    while step < tcfg.max_steps and (args.stop_at is None or step < args.stop_at):
-        if tcfg.clip_len_at(step) != clip_len:
-            clip_len = tcfg.clip_len_at(step)
-            dataset = _clip_dataset(args.data, clip_len, seed=args.seed, codec=codec)
-        model.train()
+    def train_step(self) -> tuple[float, float]:
+        """One optimizer step (grad_accum micro-steps) on the step's batches; returns loss and grad norm."""
+        acc, tcfg, seed, step = self.accelerator, self.tcfg, self.args.seed, self.step
+        if tcfg.clip_len_at(step) != self.clip_len:
+            self.clip_len = tcfg.clip_len_at(step)
+            self.dataset = _clip_dataset(self.args.data, self.clip_len, seed=seed, codec=self.codec)
+        self.model.train()
         for micro in range(tcfg.grad_accum):
-            x, a, pose = make_batch(dataset, tcfg.batch_size, args.seed, step, micro, accelerator.process_index, accelerator.device)
-            gen = torch.Generator(accelerator.device).manual_seed(_seed(args.seed, step, micro, accelerator.process_index))
-            with accelerator.accumulate(model), accelerator.autocast():
-                loss = flow.loss(model, x, a, generator=gen, pose=pose if mcfg.pose_cond else None)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        ema.step(raw.parameters())
-        step += 1
-        bar.update(1)
-        loss_v = accelerator.reduce(loss.detach(), reduction="mean").item()
-        bar.set_postfix(loss=f"{loss_v:.4f}", clip=clip_len)
+            x, a, pose = make_batch(self.dataset, tcfg.batch_size, seed, step, micro, acc.process_index, acc.device)
+            gen = torch.Generator(acc.device).manual_seed(_seed(seed, step, micro, acc.process_index))
+            with acc.accumulate(self.model), acc.autocast():
+                loss = self.flow.loss(self.model, x, a, generator=gen, pose=pose if self.mcfg.pose_cond else None)
+                acc.backward(loss)
+                if acc.sync_gradients:
+                    grad_norm = acc.clip_grad_norm_(self.model.parameters(), tcfg.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.ema.step(self.raw.parameters())
+        self.step += 1
+        return acc.reduce(loss.detach(), reduction="mean").item(), float(grad_norm)
+
+    def record(self, loss: float, grad_norm: float) -> None:
+        """The step's line of metrics.jsonl, with the EMA model's validation loss when it is due."""
+        step, tcfg, raw = self.step, self.tcfg, self.raw
         record = None
-        if step % args.log_every == 0 or step == tcfg.max_steps:
+        if step % LOG_EVERY == 0 or step == tcfg.max_steps:
             now = time.time()
-            record = {"step": step, "loss": loss_v, "grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0],
-                      "clip_len": clip_len, "it_s": (step - last_log) / (now - last_t), "elapsed_s": now - t_start}
-            last_log, last_t = step, now
-        if val_set is not None and (step % tcfg.val_every == 0 or step == tcfg.max_steps):
-            ema.store(raw.parameters())
-            ema.copy_to(raw.parameters())
-            val = validation_loss(raw, flow, val_set, args.val_batches, tcfg.batch_size, accelerator.device, accelerator.autocast)
-            ema.restore(raw.parameters())
+            record = {"step": step, "loss": loss, "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0],
+                      "clip_len": self.clip_len, "it_s": (step - self.last_log) / (now - self.last_t),
+                      "elapsed_s": now - self.t_start}
+            self.last_log, self.last_t = step, now
+        if self.val_set is not None and (step % tcfg.val_every == 0 or step == tcfg.max_steps):
+            self.ema.store(raw.parameters())
+            self.ema.copy_to(raw.parameters())
+            val = validation_loss(raw, self.flow, self.val_set, self.args.val_batches, tcfg.batch_size,
+                                  self.accelerator.device, self.accelerator.autocast)
+            self.ema.restore(raw.parameters())
             record = (record or {"step": step}) | {"val_loss": val}
-            bar.write(f"step {step}: val loss (EMA) {val:.4f}")
-        if record and main:
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
-            accelerator.log(record, step=step)
-        stop = time.time() > deadline or step == args.stop_at
-        if step % tcfg.ckpt_every == 0 or step == tcfg.max_steps or stop:
-            checkpoint()
-        if main and args.val_data and tcfg.sample_every and step % tcfg.sample_every == 0:
-            sample_model = copy.deepcopy(raw)
-            ema.copy_to(sample_model.parameters())
-            save_sample(out / "samples" / f"step_{step:06d}.mp4", sample_model, args.val_data, codec=codec)
-        if stop:
-            if main:
-                why = f"--stop-at {args.stop_at}" if step == args.stop_at else f"--max-minutes {args.max_minutes}"
-                bar.write(f"stopping at step {step}: {why} reached (checkpoint saved; --resume continues)")
-            break
-    bar.close()
-    if metrics:
-        metrics.close()
-    accelerator.end_training()
-    return out / "checkpoint"
+            self.bar.write(f"step {step}: val loss (EMA) {val:.4f}")
+        if record and self.main:
+            self.metrics.write(json.dumps(record) + "\n")
+            self.metrics.flush()
+            self.accelerator.log(record, step=step)
+
+    def fit(self) -> Path:
+        args, tcfg, main = self.args, self.tcfg, self.main
+        self.t_start = self.last_t = time.time()
+        deadline = time.time() + args.max_minutes * 60 if args.max_minutes else math.inf
+        self.bar = tqdm(total=tcfg.max_steps, initial=self.step, disable=not main, dynamic_ncols=True, desc="train")
+        self.metrics = open(self.out / "metrics.jsonl", "a") if main else None
+        self.last_log = self.step
+        if args.stop_at is not None and self.step >= args.stop_at and main:  # a finished stage stays finished
+            self.bar.write(f"step {self.step} already reaches --stop-at {args.stop_at}: nothing to do")
+        while self.step < tcfg.max_steps and (args.stop_at is None or self.step < args.stop_at):
+            loss, grad_norm = self.train_step()
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}", clip=self.clip_len)
+            self.record(loss, grad_norm)
+            step = self.step
+            stop = time.time() > deadline or step == args.stop_at
+            if step % tcfg.ckpt_every == 0 or step == tcfg.max_steps or stop:
+                self.checkpoint()
+            if main and args.val_data and tcfg.sample_every and step % tcfg.sample_every == 0:
+                sample_model = copy.deepcopy(self.raw)
+                self.ema.copy_to(sample_model.parameters())
+                save_sample(self.out / "samples" / f"step_{step:06d}.mp4", sample_model, args.val_data, codec=self.codec)
+            if stop:
+                if main:
+                    why = f"--stop-at {args.stop_at}" if step == args.stop_at else f"--max-minutes {args.max_minutes}"
+                    self.bar.write(f"stopping at step {step}: {why} reached (checkpoint saved; --resume continues)")
+                break
+        self.bar.close()
+        if self.metrics:
+            self.metrics.close()
+        self.accelerator.end_training()
+        return self.out / "checkpoint"
+
+
+def train(args: argparse.Namespace) -> Path:
+    """Train as the command line says; returns the run's checkpoint folder."""
+    return Trainer(args).fit()
 
 
 def export(run: str | Path, dest: str | Path) -> Path:
@@ -384,7 +383,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                                          "(the paper's Memory Maze setup; dropped for --pose-drop of clips)")
     p.add_argument("--pose-memory", action="store_true", help="add the pose-keyed memory (implies --pose): a map "
                                                                 "from pose to the frames seen there, read when a pose recurs")
-    p.add_argument("--pose-drop", type=float, help="with --pose: fraction of clips trained without poses (default 0.3)")
     p.add_argument("--gap-prob", type=float, help="fraction of clean-prefix clips with a memory gap: up to --gap-max "
                                                    "frames after the prefix heavily noised, so later ones must be recalled")
     p.add_argument("--gap-max", type=int, help="longest memory gap in frames (default 32)")
@@ -392,9 +390,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                                       "independent noise levels per frame)")
     p.add_argument("--prefix-min", type=float, help="a clean prefix covers more than this fraction of the clip (default "
                                                      "0.5); higher puts the scored frames, and gaps, late in long clips")
-    p.add_argument("--memory-half-lives", type=float, nargs="+", metavar="FRAMES",
-                   help="before training (not on --resume), retime each SSM layer's slowest heads to these memory "
-                        "half-lives in frames, e.g. 256 1024 (see slow_memory_heads)")
     p.add_argument("--vae", help="autoencoder folder (from `worldmodel train-vae`) for presets that work on latents")
     p.add_argument("--max-steps", type=int, help="override the preset's number of optimizer steps")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
@@ -405,9 +400,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--clip-len", type=int, help="frames per clip (drops longer curriculum stages)")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--precision", choices=("no", "bf16", "fp16"), default="bf16", help="autocast dtype (default bf16)")
-    p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--val-every", type=int, help="validation every N steps")
     p.add_argument("--val-batches", type=int, default=4)
     p.add_argument("--ckpt-every", type=int, help="checkpoint every N steps")

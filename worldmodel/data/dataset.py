@@ -11,7 +11,6 @@ own action at that frame; 0 for an episode's first frame).
 
 from __future__ import annotations
 
-import abc
 import warnings
 from pathlib import Path
 
@@ -21,7 +20,8 @@ import torch
 from .episodes import actions_to_index, load_episode
 
 
-def _files(root_or_files) -> list[Path]:
+def episode_files(root_or_files) -> list[Path]:
+    """The episode files (*.npz) of a folder, or a file, or a list of files, as paths."""
     if isinstance(root_or_files, (str, Path)):
         root = Path(root_or_files)
         if root.is_dir():
@@ -33,10 +33,14 @@ def _files(root_or_files) -> list[Path]:
     return [Path(f) for f in root_or_files]
 
 
-class _Clips(torch.utils.data.Dataset, abc.ABC):
-    """Clips of in-memory episodes. Without `samples_per_epoch`, index i is the i-th clip
-    (episode by episode, start by start); with it, the dataset has that many items, each a clip
-    drawn at random from (seed, epoch, index): reproducible, and new draws after set_epoch."""
+class ClipDataset(torch.utils.data.Dataset):
+    """Clips of Memory Maze episode files (a folder of *.npz, or a list of files). Items:
+    frames (L, 64, 64, 3) uint8, actions (L,) int64, agent_pos and agent_dir (L, 2) float32
+    (zeros when the file has no poses), episode (index into `files`), start (first frame).
+    An unreadable file is a ValueError naming it, or with `skip_corrupt` a warning and a skip.
+    Without `samples_per_epoch`, index i is the i-th clip (episode by episode, start by start);
+    with it, the dataset has that many items, each a clip drawn at random from (seed, epoch,
+    index): reproducible, and new draws after set_epoch."""
 
     def __init__(self, root_or_files, clip_len: int, frame_skip: int = 1, samples_per_epoch: int | None = None,
                  seed: int = 0, skip_corrupt: bool = False):
@@ -47,7 +51,7 @@ class _Clips(torch.utils.data.Dataset, abc.ABC):
         self.samples_per_epoch, self.seed, self.epoch = samples_per_epoch, seed, 0
         self.files: list[Path] = []
         self.episodes: list[dict] = []
-        for path in _files(root_or_files):
+        for path in episode_files(root_or_files):
             try:
                 ep = self._load(path)
             except ValueError as e:
@@ -66,9 +70,12 @@ class _Clips(torch.utils.data.Dataset, abc.ABC):
         self._offsets = np.concatenate([[0], np.cumsum(counts)])
         self.num_clips = int(self._offsets[-1])
 
-    @abc.abstractmethod
     def _load(self, path: Path) -> dict:
-        """One file -> {"frames": uint8 (T, H, W, 3), "actions": int64 (T,), ...}; ValueError if bad."""
+        ep = load_episode(path)
+        zeros = np.zeros((len(ep["image"]), 2), np.float32)
+        return {"frames": ep["image"], "actions": actions_to_index(ep["action"]),
+                "agent_pos": ep.get("agent_pos", zeros).astype(np.float32),
+                "agent_dir": ep.get("agent_dir", zeros).astype(np.float32)}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -91,44 +98,3 @@ class _Clips(torch.utils.data.Dataset, abc.ABC):
         window = slice(start, start + self.span, self.frame_skip)
         item = {k: torch.from_numpy(np.ascontiguousarray(v[window])) for k, v in self.episodes[episode].items()}
         return dict(item, episode=episode, start=start)
-
-
-class ClipDataset(_Clips):
-    """Clips of Memory Maze episode files (a folder of *.npz, or a list of files). Items:
-    frames (L, 64, 64, 3) uint8, actions (L,) int64, agent_pos and agent_dir (L, 2) float32
-    (zeros when the file has no poses), episode (index into `files`), start (first frame).
-    An unreadable file is a ValueError naming it, or with `skip_corrupt` a warning and a skip."""
-
-    def _load(self, path: Path) -> dict:
-        ep = load_episode(path)
-        zeros = np.zeros((len(ep["image"]), 2), np.float32)
-        return {"frames": ep["image"], "actions": actions_to_index(ep["action"]),
-                "agent_pos": ep.get("agent_pos", zeros).astype(np.float32),
-                "agent_dir": ep.get("agent_dir", zeros).astype(np.float32)}
-
-
-class TecoClipDataset(_Clips):
-    """Clips of TECO-style trajectory files (Minecraft): `.npz` with `video` (T, H, W, 3) uint8
-    and `actions` (T,) integer ids, used as stored (actions[t] goes with video[t]). Items: frames,
-    actions (int64), episode, start."""
-
-    def _load(self, path: Path) -> dict:
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                missing = [k for k in ("video", "actions") if k not in data.files]
-                if missing:
-                    raise ValueError(f"{path}: missing key(s) {missing}")
-                video, actions = data["video"], data["actions"]
-        except ValueError as e:
-            if str(path) in str(e):
-                raise
-            raise ValueError(f"{path}: unreadable trajectory file ({e})") from e
-        except Exception as e:
-            raise ValueError(f"{path}: unreadable trajectory file ({type(e).__name__}: {e})") from e
-        if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
-            raise ValueError(f"{path}: 'video' has shape {video.shape} and dtype {video.dtype}, "
-                             "expected (T, H, W, 3) uint8")
-        if actions.shape != (len(video),) or actions.dtype.kind not in "iu":
-            raise ValueError(f"{path}: 'actions' has shape {actions.shape} and dtype {actions.dtype}, "
-                             f"expected ({len(video)},) integers")
-        return {"frames": video, "actions": actions.astype(np.int64)}
