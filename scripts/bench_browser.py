@@ -40,7 +40,10 @@ def main() -> int:
             chooser.value.set_files(str(Path(args.episode).resolve()))
             page.wait_for_function("() => Number(document.querySelector('#wm-frames')?.textContent) > 0")
             time.sleep(2)  # let the first frame settle
-            frames = lambda: int(page.inner_text("#wm-frames"))  # noqa: E731
+
+            def frames() -> int:
+                return int(page.inner_text("#wm-frames"))
+
             start, t0 = frames(), time.time()
             page.keyboard.down("w")
             time.sleep(args.hold)
@@ -53,8 +56,8 @@ def main() -> int:
         stop_app(proc)
     import torch
 
-    print(f"device: CPU, {torch.get_num_threads()} torch threads on {os.cpu_count()} cores; steps {args.steps}; "
-          f"checkpoint {args.checkpoint or 'shipped'}")
+    print(f"device: CPU, {torch.get_num_threads()} torch threads on {os.cpu_count()} cores; steps "
+          f"{args.steps}; checkpoint {args.checkpoint or 'shipped'}")
     print(f"holding W for {held:.1f} s: {end - start} frames, {(end - start) / held:.2f} frames/s")
     return 0
 

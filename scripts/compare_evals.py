@@ -45,9 +45,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     boot = d[rng.integers(0, len(d), (args.resamples, len(d)))].mean(1)
     lo, hi = np.percentile(boot, [2.5, 97.5])
-    print(f"{len(common)} episodes ({args.frames} frames, per-episode means): A {np.mean([a[k] for k in common]):.2f} dB, "
-          f"B {np.mean([b[k] for k in common]):.2f} dB; A - B = {d.mean():+.2f} dB, 95% CI [{lo:+.2f}, {hi:+.2f}], "
-          f"A better in {(d > 0).sum()} of {len(d)}")
+    print(f"{len(common)} episodes ({args.frames} frames, per-episode means): A "
+          f"{np.mean([a[k] for k in common]):.2f} dB, B {np.mean([b[k] for k in common]):.2f} dB; A - B = "
+          f"{d.mean():+.2f} dB, 95% CI [{lo:+.2f}, {hi:+.2f}], A better in {(d > 0).sum()} of {len(d)}")
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ def main() -> None:
     for ckpt in args.checkpoints:
         made = rollout(load_world(ckpt, device="cpu", steps=args.steps, seed=0), frames, actions, script,
                        poses=poses[:len(frames)], layout=layout)[TURN:]
-        print(f"{ckpt}: final full turn {frame_metrics(made, rows[0])['psnr'].mean():.2f} dB PSNR (maze seed {args.seed}, "
-              f"script {SCRIPT!r}, {args.steps} sampler step(s), poses dead-reckoned)")
+        print(f"{ckpt}: final full turn {frame_metrics(made, rows[0])['psnr'].mean():.2f} dB PSNR (maze "
+              f"seed {args.seed}, script {SCRIPT!r}, {args.steps} sampler step(s), poses dead-reckoned)")
         rows.append(made)
     write_image(args.out, contact_sheet([rows], columns=10, scale=2))
     print(f"wrote {args.out}")

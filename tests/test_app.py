@@ -1,5 +1,6 @@
-"""The browser demo (worldmodel/app/): the key map and the per-tab Session directly, then the real page in a
-headless Chromium driven by Playwright against `python -m worldmodel.app` over a tiny model with random weights.
+"""The browser demo (worldmodel/app/): the key map and the per-tab Session directly, then the real
+page in a headless Chromium driven by Playwright against `python -m worldmodel.app` over a tiny
+model with random weights.
 
 The browser tests need Debian's chromium at /usr/bin/chromium (`apt-get install -y chromium`;
 Playwright's own browser download does not work offline) and skip without it. A screenshot of
@@ -12,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import randomized
 
-from worldmodel.app.headless import CHROMIUM, CHROMIUM_ARGS, REPO, launch_app, stop_app
 from worldmodel.actions import FORWARD, FORWARD_LEFT, FORWARD_RIGHT, LEFT, NOOP, RIGHT
+from worldmodel.app.headless import CHROMIUM, CHROMIUM_ARGS, REPO, launch_app, stop_app
 from worldmodel.app.keymap import action_for, parse_held
 from worldmodel.data.episodes import index_to_onehot, load_episode, save_episode
 
@@ -32,7 +32,8 @@ def test_key_map():
     assert action_for(set()) == NOOP and action_for({"wait"}) == NOOP
     assert action_for({"forward"}) == FORWARD
     assert action_for({"left"}) == LEFT and action_for({"right"}) == RIGHT
-    assert action_for({"forward", "left"}) == FORWARD_LEFT and action_for({"forward", "right"}) == FORWARD_RIGHT
+    assert action_for({"forward", "left"}) == FORWARD_LEFT
+    assert action_for({"forward", "right"}) == FORWARD_RIGHT
     assert action_for({"left", "right"}) == NOOP and action_for({"forward", "left", "right"}) == FORWARD
     assert parse_held("forward left junk") == {"forward", "left"} and parse_held(None) == set()
 
@@ -110,8 +111,12 @@ def server(tmp_path_factory):
     checkpoint = tmp_path_factory.mktemp("ckpt") / "tiny-random"
     randomized().save_pretrained(checkpoint)
     try:
-        proc, url = launch_app(["--checkpoint", str(checkpoint), "--fps", "10", "--context", str(CONTEXT),
-                                "--max-envs", "1"], tmp_path_factory.mktemp("app") / "server.log", env, timeout=120)
+        proc, url = launch_app(
+            ["--checkpoint", str(checkpoint), "--fps", "10", "--context", str(CONTEXT), "--max-envs", "1"],
+            tmp_path_factory.mktemp("app") / "server.log",
+            env,
+            timeout=120,
+        )
     except RuntimeError as e:
         pytest.fail(str(e))
     try:

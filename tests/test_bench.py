@@ -17,7 +17,8 @@ def test_bench_quick(tmp_path):
     r = json.loads((tmp_path / "bench.json").read_text())
     md = (tmp_path / "bench.md").read_text()
     assert (tmp_path / "bench.png").stat().st_size > 0
-    assert r["sections"] == ["stream", "memory", "kernels", "train"] and r["models"].keys() == {"ours", "causal"}
+    assert r["sections"] == ["stream", "memory", "kernels", "train"]
+    assert r["models"].keys() == {"ours", "causal"}
 
     rows = r["stream"]["rows"]
     limit = r["stream"]["causal_max_history"]
@@ -33,13 +34,16 @@ def test_bench_quick(tmp_path):
     kernels = r["kernels"]
     assert math.isfinite(kernels["peak_gbs"]) and kernels["rows"]
     assert {row["op"] for row in kernels["rows"]} == {"ssd_scan", "causal_conv1d", "windowed_attention"}
-    assert all(math.isfinite(row["reference_ms"]) and math.isfinite(row["reference_gbs"]) for row in kernels["rows"])
+    assert all(
+        math.isfinite(row["reference_ms"]) and math.isfinite(row["reference_gbs"]) for row in kernels["rows"]
+    )
     if not torch.cuda.is_available():
         assert kernels["note"] == NO_TRITON_NOTE and NO_TRITON_NOTE in md
         assert not any("kernel_ms" in row for row in kernels["rows"])
 
     train = r["train"]["rows"]
-    assert {(row["model"], row["clip"]) for row in train} == {(m, c) for m in ("ours", "causal") for c in (4, 8)}
+    expected = {(m, c) for m in ("ours", "causal") for c in (4, 8)}
+    assert {(row["model"], row["clip"]) for row in train} == expected
     assert all(math.isfinite(row["ms_per_iter"]) and row["ms_per_iter"] > 0 for row in train)
     for title in ("Per-frame latency", "Memory against history", "Kernels against", "Training iteration"):
         assert title in md

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodel.cli import main
 from worldmodel.actions import LEFT
+from worldmodel.cli import main
 from worldmodel.data.episodes import actions_to_index, load_episode
 from worldmodel.data.generate import generate_episodes
 from worldmodel.eval.metrics import LPIPS, PSNR_CAP_DB, frame_metrics
@@ -46,10 +46,12 @@ def test_frame_metrics():
     assert same["lpips"] is None
     one_lsb = a.copy()
     one_lsb[0, 0, 0, 0] ^= 1
-    assert frame_metrics(one_lsb[:1], a[:1])["psnr"][0] == pytest.approx(10 * np.log10(255.0 ** 2 * a[0].size))
+    one_lsb_db = 10 * np.log10(255.0 ** 2 * a[0].size)
+    assert frame_metrics(one_lsb[:1], a[:1])["psnr"][0] == pytest.approx(one_lsb_db)
     diff = frame_metrics(a, b)
     mse = ((a / 255.0 - b / 255.0) ** 2).reshape(len(a), -1).mean(1)
-    np.testing.assert_allclose(diff["psnr"], 10 * np.log10(1 / mse), rtol=1e-4)  # per frame, not batch-averaged
+    # per frame, not batch-averaged
+    np.testing.assert_allclose(diff["psnr"], 10 * np.log10(1 / mse), rtol=1e-4)
     assert diff["ssim"].shape == (5,) and (diff["ssim"] < 0.1).all()
     assert frame_metrics(a[:0], a[:0])["psnr"].shape == (0,)
     with pytest.raises(ValueError, match="uint8"):
@@ -60,7 +62,8 @@ def test_references():
     context = _frames(2, 4)
     refs = reference_frames(context, 3)
     assert list(refs) == ["repeat last frame", "mean frame"]  # no poses, no closest view
-    assert (refs["repeat last frame"] == context[-1]).all() and refs["repeat last frame"].shape == (3, 64, 64, 3)
+    repeat = refs["repeat last frame"]
+    assert (repeat == context[-1]).all() and repeat.shape == (3, 64, 64, 3)
     assert (refs["mean frame"] == context.mean(0).round().astype(np.uint8)).all()
     # Closest context view: by place (cells) plus heading (half-turns).
     poses = np.array([[1.5, 1.5, 1, 0], [1.5, 1.5, 0, 1],  # context: facing +x, then +y
@@ -131,10 +134,12 @@ def _save(path, state):
 def test_eval_end_to_end(revisit, tmp_path):
     folder, paths = revisit
     out = tmp_path / "eval"
-    args = ["eval", "--checkpoints", "tiny", "other=tiny", "--episodes", str(folder), "--horizon", str(HORIZON),
+    args = ["eval", "--checkpoints", "tiny", "other=tiny", "--episodes", str(folder), "--horizon",
+            str(HORIZON),
             "--scale", "1", "--no-progress"]
     assert main([*args, "--videos", "1", "--out", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} == {"results.json", "results.md", "psnr.png", "rollouts.png", "videos"}
+    assert {p.name for p in out.iterdir()} == {"results.json", "results.md", "psnr.png", "rollouts.png",
+                                               "videos"}
     assert [p.name for p in (out / "videos").iterdir()] == [paths[0].stem + ".mp4"]
     assert iio.imread(out / "videos" / (paths[0].stem + ".mp4")).shape[:1] == (HORIZON,)
     sheet = iio.imread(out / "rollouts.png")  # ground truth, tiny, other; frames across, upscaled x2
@@ -173,14 +178,16 @@ def test_eval_end_to_end(revisit, tmp_path):
     # A context override under the reasoning protocol.
     other = tmp_path / "reasoning"
     assert main(["eval", "--checkpoint", "tiny", "--episodes", str(folder), "--protocol", "reasoning",
-                 "--context", "10", "--horizon", "3", "--videos", "0", "--no-progress", "--out", str(other)]) == 0
+                 "--context", "10", "--horizon", "3", "--videos", "0", "--no-progress", "--out",
+                 str(other)]) == 0
     res = json.loads((other / "results.json").read_text())
     assert res["protocol"] == "reasoning" and [e["context"] for e in res["episodes"]] == [10, 10]
     assert res["summary"]["all"]["tiny"]["frames"] == 6
 
     # Lookback: the context ends where the closing look-around (the trailing left turns) begins.
     back = tmp_path / "lookback"
-    assert main(["eval", "--checkpoint", "tiny", "--episodes", str(folder), "--protocol", "lookback", "--videos", "0",
+    assert main(["eval", "--checkpoint", "tiny", "--episodes", str(folder), "--protocol", "lookback",
+                 "--videos", "0",
                  "--no-progress", "--out", str(back)]) == 0
     res = json.loads((back / "results.json").read_text())
     for ep, path in zip(res["episodes"], paths):
@@ -193,7 +200,8 @@ def test_eval_end_to_end(revisit, tmp_path):
 def test_rollout_episode(revisit, tmp_path):
     _, paths = revisit
     out = tmp_path / "roll.mp4"
-    assert main(["rollout", "--checkpoint", "tiny", "--episode", str(paths[0]), "--context", "8", "--horizon", "6",
+    assert main(["rollout", "--checkpoint", "tiny", "--episode", str(paths[0]), "--context", "8",
+                 "--horizon", "6",
                  "--side-by-side", "--scale", "2", "--gif", "--out", str(out)]) == 0
     video = iio.imread(out)
     assert video.shape[0] == 6 and video.shape[2:] == (2 * 2 * 64, 3)
@@ -208,7 +216,8 @@ def test_rollout_episode(revisit, tmp_path):
 
 def test_rollout_action_script_from_the_env(tmp_path):
     out = tmp_path / "script.gif"
-    assert main(["rollout", "--checkpoint", "tiny", "--actions", "W*3 A WD .", "--context", "3", "--seed", "1",
+    assert main(["rollout", "--checkpoint", "tiny", "--actions", "W*3 A WD .", "--context", "3", "--seed",
+                 "1",
                  "--side-by-side", "--scale", "1", "--out", str(out)]) == 0
     frames = iio.imread(out)
     assert frames.shape[0] == 6 and frames.shape[2] == 2 * 64
@@ -231,16 +240,19 @@ def test_eval_of_a_latent_model_scores_its_autoencoder_as_a_reference(revisit, t
     WorldModel(get_preset("tiny-latent").model.to_dict()).save_pretrained(ckpt)
     build_autoencoder("tiny").save_pretrained(ckpt / "vae")
     out = tmp_path / "eval"
-    assert main(["eval", "--checkpoints", f"latent={ckpt}", "--episodes", str(folder), "--limit", "1", "--horizon", "3",
+    assert main(["eval", "--checkpoints", f"latent={ckpt}", "--episodes", str(folder), "--limit", "1",
+                 "--horizon", "3",
                  "--videos", "0", "--no-progress", "--out", str(out)]) == 0
     res = json.loads((out / "results.json").read_text())
     assert AE_REFERENCE in res["references"] and AE_REFERENCE in res["summary"]["all"]
     truth = load_episode(paths[0])
     c = int(truth["context_len"])
     codec = FrameCodec.from_pretrained(ckpt / "vae")
-    recon = frames_from_model(codec.decode(codec.encode(frames_to_model(torch.from_numpy(truth["image"][c:c + 3]))))).numpy()
+    x = frames_to_model(torch.from_numpy(truth["image"][c:c + 3]))
+    recon = frames_from_model(codec.decode(codec.encode(x))).numpy()
     expected = frame_metrics(recon, truth["image"][c:c + 3])
-    np.testing.assert_allclose(res["episodes"][0]["metrics"][AE_REFERENCE]["psnr"], expected["psnr"], rtol=1e-5)
+    np.testing.assert_allclose(res["episodes"][0]["metrics"][AE_REFERENCE]["psnr"], expected["psnr"],
+                               rtol=1e-5)
 
 
 def test_shipped_checkpoint_streams_real_frames_through_its_autoencoder(revisit):
@@ -259,7 +271,8 @@ def test_shipped_checkpoint_streams_real_frames_through_its_autoencoder(revisit)
     world.reset(frames[:8], actions[:8])
     for a in actions[8:]:
         frame = world.step(int(a))
-    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8 and frame.std() > 5  # a picture, not a flat colour
+    # a picture, not a flat colour
+    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8 and frame.std() > 5
 
 
 @pytest.mark.parametrize("variant", ["mamba2_local", "causal_window"])
@@ -274,7 +287,8 @@ def test_shipped_baselines_share_the_shipped_latent_space(variant):
     assert model.cfg.variant == variant
     assert load_codec(folder).fingerprint == load_codec().fingerprint
     ours = load_model()
-    assert all(getattr(model.cfg, k) == getattr(ours.cfg, k) for k in ("d_model", "n_layers", "frame_size", "patch_size"))
+    shape_keys = ("d_model", "n_layers", "frame_size", "patch_size")
+    assert all(getattr(model.cfg, k) == getattr(ours.cfg, k) for k in shape_keys)
 
 
 def test_eval_gives_a_pose_model_the_episodes_poses(revisit, tmp_path):
@@ -293,7 +307,8 @@ def test_eval_gives_a_pose_model_the_episodes_poses(revisit, tmp_path):
                      "--horizon", "3", "--steps", "1", "--videos", "0", "--no-progress", "--out", str(out),
                      *([flag] if flag else [])]) == 0
         results[flag] = json.loads((out / "results.json").read_text())
-    assert [r["settings"]["poses"] for r in results.values()] == ["all", "none", "context, then dead-reckoned"]
+    poses = [r["settings"]["poses"] for r in results.values()]
+    assert poses == ["all", "none", "context, then dead-reckoned"]
     psnr = {k: r["episodes"][0]["metrics"]["posed"]["psnr"] for k, r in results.items()}
     assert psnr[""] != psnr["--no-pose"] and psnr["--dead-reckon"] != psnr["--no-pose"]
 
@@ -309,10 +324,12 @@ def test_eval_context_window_and_commit_noise(revisit, tmp_path):
     runs = {}
     for name, extra in (("full", []), ("window", ["--context-window", "4", "--commit-sigma", "0.5"])):
         out = tmp_path / name
-        assert main(["eval", "--checkpoints", f"m={ckpt}", "--episodes", str(folder), "--limit", "1", "--horizon", "3",
+        assert main(["eval", "--checkpoints", f"m={ckpt}", "--episodes", str(folder), "--limit", "1",
+                     "--horizon", "3",
                      "--steps", "1", "--videos", "0", "--no-progress", "--out", str(out), *extra]) == 0
         runs[name] = json.loads((out / "results.json").read_text())
-    assert runs["window"]["settings"]["context_window"] == 4 and runs["window"]["settings"]["commit_sigma"] == 0.5
+    window = runs["window"]["settings"]
+    assert window["context_window"] == 4 and window["commit_sigma"] == 0.5
     assert runs["full"]["settings"]["context_window"] is None
     psnr = {k: r["episodes"][0]["metrics"]["m"]["psnr"] for k, r in runs.items()}
     assert psnr["full"] != psnr["window"]
@@ -331,7 +348,8 @@ def test_rollout_dead_reckons_the_poses_of_an_action_script(tmp_path):
     videos = []
     for flag in ([], ["--dead-reckon"]):
         out = tmp_path / f"script{len(flag)}.gif"
-        assert main(["rollout", "--checkpoint", str(ckpt), "--actions", "W*4 A*3", "--context", "3", "--seed", "1",
+        assert main(["rollout", "--checkpoint", str(ckpt), "--actions", "W*4 A*3", "--context", "3",
+                     "--seed", "1",
                      "--steps", "1", "--scale", "1", "--out", str(out), *flag]) == 0
         videos.append(iio.imread(out).astype(int))
     assert videos[0].shape == videos[1].shape and np.abs(videos[0] - videos[1]).max() > 0

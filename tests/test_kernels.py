@@ -1,4 +1,5 @@
-"""Every Triton kernel (worldmodel/kernels/) against its reference in worldmodel/ops.py, on fresh random inputs.
+"""Every Triton kernel (worldmodel/kernels/) against its reference in worldmodel/ops.py, on fresh
+random inputs.
 
 On a GPU the kernels run compiled; on a CPU they run under Triton's interpreter
 (TRITON_INTERPRET=1, set by conftest.py before triton is imported), so shapes stay tiny here:
@@ -158,7 +159,8 @@ def test_dispatch_policy():
         assert ops.choose_kernel("windowed_attention", *many, 2) is None
     assert ops.choose_kernel("ssd_scan", x.requires_grad_(), dt, A, B, C, 8, s0) == "ssd_scan_chunked"
     assert ops.choose_kernel("windowed_attention", q.requires_grad_(), k, v, valid, 2) is None
-    assert ops.choose_kernel("causal_conv1d", *conv_inputs(1, 5, 6, 4, torch.float32, seed=0)) == "causal_conv1d"
+    conv = conv_inputs(1, 5, 6, 4, torch.float32, seed=0)
+    assert ops.choose_kernel("causal_conv1d", *conv) == "causal_conv1d"
     for name in ("ssm_step", "ssd_scan_chunked", "causal_conv1d", "windowed_attention_stream"):
         assert callable(getattr(kernels, name))
 
@@ -177,7 +179,9 @@ def conv_inputs(b, L, c, k, dtype, seed, with_state=True, with_bias=True):
 @pytest.mark.parametrize("b,L,c,k", [(2, 11, 6, 4), (1, 1, 8, 4), (2, 2, 37, 4), (1, 70, 5, 3), (2, 5, 3, 1)])
 @pytest.mark.parametrize("with_state,with_bias", [(True, True), (False, True), (True, False)])
 def test_causal_conv1d_forward(b, L, c, k, with_state, with_bias, dtype):
-    x, w, bias, state = conv_inputs(b, L, c, k, dtype, seed=L * c + k, with_state=with_state, with_bias=with_bias)
+    x, w, bias, state = conv_inputs(
+        b, L, c, k, dtype, seed=L * c + k, with_state=with_state, with_bias=with_bias
+    )
     y, new_state = kernels.causal_conv1d(x, w, bias, state)
     y_ref, state_ref = ops.causal_conv1d_reference(*f64(x, w, bias, state))
     assert y.dtype == dtype and new_state.shape == state_ref.shape
@@ -268,7 +272,7 @@ def test_ops_dispatch_to_kernels_on_cuda(monkeypatch):
 @pytest.mark.gpu
 def test_model_streaming_matches_reference_on_cuda():
     """The tiny model's SSM layer on CUDA (kernels) gives the CPU (reference) numbers."""
-    from worldmodel.ssm import BlockMamba2  # noqa: PLC0415
+    from worldmodel.ssm import BlockMamba2
 
     torch.manual_seed(0)
     layer = BlockMamba2(d_model=32, block=(2, 2), grid=4, d_state=16, headdim=16, chunk_size=16)

@@ -28,7 +28,11 @@ def test_ssd_scan_in_pieces_equals_whole():
     """Carrying the state across calls (streaming) gives the whole-sequence scan."""
     g = torch.Generator().manual_seed(0)
     b, L, h, p, n = 1, 24, 2, 3, 4
-    x, B, C = torch.randn(b, L, h, p, generator=g), torch.randn(b, L, n, generator=g), torch.randn(b, L, n, generator=g)
+    x, B, C = (
+        torch.randn(b, L, h, p, generator=g),
+        torch.randn(b, L, n, generator=g),
+        torch.randn(b, L, n, generator=g),
+    )
     dt, A = F.softplus(torch.randn(b, L, h, generator=g)), -torch.rand(h, generator=g)
     y, s = ops.ssd_scan_reference(x, dt, A, B, C, 8)
     state, ys = None, []
@@ -41,7 +45,11 @@ def test_ssd_scan_in_pieces_equals_whole():
 
 def test_causal_conv1d_streaming():
     g = torch.Generator().manual_seed(0)
-    x, w, bias = torch.randn(2, 11, 6, generator=g), torch.randn(6, 4, generator=g), torch.randn(6, generator=g)
+    x, w, bias = (
+        torch.randn(2, 11, 6, generator=g),
+        torch.randn(6, 4, generator=g),
+        torch.randn(6, generator=g),
+    )
     y, _ = ops.causal_conv1d_reference(x, w, bias)
     # definition: y[t] = bias + sum_j w[:, j] * x[t - 3 + j] with zeros before the start
     xp = F.pad(x, (0, 0, 3, 0))
@@ -84,7 +92,11 @@ def test_windowed_attention(Tq, window, N):
 @pytest.mark.parametrize("Tq,Tk", [(1, 1), (1, 6), (4, 4), (3, 9)])
 def test_full_causal_attention(Tq, Tk):
     g = torch.Generator().manual_seed(Tq + Tk)
-    q, k, v = torch.randn(1, 2, Tq, 3, 4, generator=g), torch.randn(1, 2, Tk, 3, 4, generator=g), torch.randn(1, 2, Tk, 3, 4, generator=g)
+    q, k, v = (
+        torch.randn(1, 2, Tq, 3, 4, generator=g),
+        torch.randn(1, 2, Tk, 3, 4, generator=g),
+        torch.randn(1, 2, Tk, 3, 4, generator=g),
+    )
     valid = torch.ones(1, Tk, dtype=torch.bool)
     out = ops.windowed_attention_reference(q, k, v, valid, None)
     torch.testing.assert_close(out, dense_reference(q, k, v, valid, None), rtol=1e-5, atol=1e-5)
@@ -93,6 +105,9 @@ def test_full_causal_attention(Tq, Tk):
 def test_rotary_time_is_relative():
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(1, 1, 1, 1, 16, generator=g), torch.randn(1, 1, 1, 1, 16, generator=g)
-    dots = [(ops.rotary_time(q, torch.tensor([t + 3])) * ops.rotary_time(k, torch.tensor([t]))).sum() for t in (0, 17, 4000)]
+    dots = [
+        (ops.rotary_time(q, torch.tensor([t + 3])) * ops.rotary_time(k, torch.tensor([t]))).sum()
+        for t in (0, 17, 4000)
+    ]
     torch.testing.assert_close(dots[0], dots[1], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(dots[0], dots[2], rtol=1e-3, atol=1e-3)

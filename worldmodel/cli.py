@@ -8,18 +8,22 @@ import sys
 
 # subcommand -> (module, its add-arguments function, its run function, one-line help)
 COMMANDS = {
-    "play": ("worldmodel.app.main", "add_arguments", "run", "play inside the world model in the browser (Gradio, keyboard)"),
+    "play": ("worldmodel.app.main", "add_arguments", "run",
+             "play inside the world model in the browser (Gradio, keyboard)"),
     "generate-data": ("worldmodel.data.generate", "add_arguments", "run",
                       "generate Memory Maze episodes from the real environment"),
-    "train": ("worldmodel.train", "add_arguments", "run", "train a world model with accelerate (CPU, one GPU or several)"),
+    "train": ("worldmodel.train", "add_arguments", "run",
+              "train a world model with accelerate (CPU, one GPU or several)"),
     "train-vae": ("worldmodel.vae", "add_arguments", "run",
                   "train the frame autoencoder (diffusers AutoencoderKL) the latent world model works in"),
     "export": ("worldmodel.train", "add_export_arguments", "run_export",
                "copy a training run's EMA weights into a shippable checkpoint folder"),
     "rollout": ("worldmodel.eval.rollout", "add_arguments", "run",
-                "video of a model replaying an episode or an action script (W/A/D keys), optionally beside ground truth"),
+                "video of a model replaying an episode or an action script (W/A/D keys), optionally beside "
+                "ground truth"),
     "eval": ("worldmodel.eval.protocols", "add_arguments", "run",
-             "Memory Maze spatial retrieval / reasoning metrics (SSIM, PSNR, LPIPS) of checkpoints vs references"),
+             "Memory Maze spatial retrieval / reasoning metrics (SSIM, PSNR, LPIPS) of checkpoints vs "
+             "references"),
     "bench": ("worldmodel.bench", "add_arguments", "run",
               "latency, memory, kernel and training-step benchmarks, ours vs full attention"),
 }

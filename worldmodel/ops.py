@@ -117,7 +117,8 @@ def windowed_attention_reference(q, k, v, key_valid, window: int | None):
                                              v.reshape(b, h, Tk * N, d), attn_mask=mask)
         return out.reshape(b, h, Tq, N, d)
     if Tk != Tq + window:
-        raise ValueError(f"windowed attention needs Tq + window key frames, got Tk={Tk}, Tq={Tq}, window={window}")
+        raise ValueError(f"windowed attention needs Tq + window key frames, got Tk={Tk}, Tq={Tq}, "
+                         f"window={window}")
     if Tq > 2 * (window + 1):
         return _chunked_window_attention(q, k, v, key_valid, window)
     w = window + 1
@@ -154,7 +155,8 @@ def _chunked_window_attention(q, k, v, key_valid, window: int):
     j = torch.arange(2 * c, device=q.device)[None, :]
     band = (j > i) & (j <= c + i)  # (c, 2c)
     allowed = band[None, None] & valid[:, :, None, :]  # (b, n, c, 2c)
-    mask = allowed[:, :, None, :, None, :, None].expand(b, n, 1, c, N, 2 * c, N).reshape(b * n, 1, c * N, 2 * c * N)
+    mask = allowed[:, :, None, :, None, :, None].expand(b, n, 1, c, N, 2 * c, N)
+    mask = mask.reshape(b * n, 1, c * N, 2 * c * N)
     qc = q.reshape(b, h, n, c, N, d).transpose(1, 2).reshape(b * n, h, c * N, d)
     out = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask)
     out = out.reshape(b, n, h, c, N, d).transpose(1, 2).reshape(b, h, n * c, N, d)

@@ -12,7 +12,8 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"  # Debian's (`apt-get install -y chromium`): Playwright's own download needs a network
+# Debian's (`apt-get install -y chromium`): Playwright's own download needs a network
+CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -30,8 +31,8 @@ def launch_app(app_args: list[str], log: Path, env: dict | None = None, timeout:
     port = free_port()
     env = dict(os.environ if env is None else env, GRADIO_ANALYTICS_ENABLED="False")
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "worldmodel.app", "--port", str(port), *app_args], cwd=REPO,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        command = [sys.executable, "-m", "worldmodel.app", "--port", str(port), *app_args]
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + timeout
     while True:
@@ -43,7 +44,8 @@ def launch_app(app_args: list[str], log: Path, env: dict | None = None, timeout:
             pass
         if proc.poll() is not None or time.time() > deadline:
             stop_app(proc)
-            raise RuntimeError(f"the app did not come up (exit {proc.poll()}):\n{Path(log).read_text()[-3000:]}")
+            tail = Path(log).read_text()[-3000:]
+            raise RuntimeError(f"the app did not come up (exit {proc.poll()}):\n{tail}")
         time.sleep(0.5)
 
 

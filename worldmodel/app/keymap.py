@@ -33,10 +33,10 @@ BUTTONS = (
 )
 
 CONTROLS = (
-    "<kbd>W</kbd> / <kbd>↑</kbd> forward · <kbd>A</kbd> / <kbd>←</kbd> turn left · <kbd>D</kbd> / <kbd>→</kbd> "
-    "turn right · <kbd>W</kbd>+<kbd>A</kbd>, <kbd>W</kbd>+<kbd>D</kbd> forward while turning · <kbd>Space</kbd> "
-    "wait one frame (noop). Hold keys (or the buttons) to keep moving; with nothing held the world pauses, "
-    "unless *Time runs without input* is ticked, which steps noop frames."
+    "<kbd>W</kbd> / <kbd>↑</kbd> forward · <kbd>A</kbd> / <kbd>←</kbd> turn left · <kbd>D</kbd> / "
+    "<kbd>→</kbd> turn right · <kbd>W</kbd>+<kbd>A</kbd>, <kbd>W</kbd>+<kbd>D</kbd> forward while turning · "
+    "<kbd>Space</kbd> wait one frame (noop). Hold keys (or the buttons) to keep moving; with nothing held "
+    "the world pauses, unless *Time runs without input* is ticked, which steps noop frames."
 )
 
 

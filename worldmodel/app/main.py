@@ -30,12 +30,14 @@ from .keymap import BUTTONS, CONTROLS, KEYS, action_for, parse_held
 _CSS = """
 #wm-view .wm-frames { display: flex; gap: 12px; }
 #wm-view figure { margin: 0; flex: 0 1 auto; min-width: 0; }
-#wm-view img { image-rendering: pixelated; display: block; border-radius: 4px; max-width: 100%; height: auto; }
+#wm-view img { image-rendering: pixelated; display: block; border-radius: 4px; max-width: 100%;
+               height: auto; }
 #wm-view figcaption { font-size: 0.85em; opacity: 0.8; margin-top: 2px; }
 #wm-view .wm-empty { display: flex; align-items: center; justify-content: center; background: #111;
                      color: #bbb; border-radius: 4px; text-align: center; }
 #wm-status { font-variant-numeric: tabular-nums; }
-kbd { border: 1px solid #8888; border-bottom-width: 2px; border-radius: 4px; padding: 0 5px; font-size: 0.9em; }
+kbd { border: 1px solid #8888; border-bottom-width: 2px; border-radius: 4px; padding: 0 5px;
+      font-size: 0.9em; }
 .wm-pad button { min-width: 0; }
 """
 
@@ -67,13 +69,15 @@ def _head_script(fps: float) -> str:
   window.addEventListener('keyup', (e) => {
     if (keys.delete(e.code) && !typing(e.target)) e.preventDefault();
   }, true);
-  window.addEventListener('blur', () => { keys.clear(); button = null; });  // keyups are lost when focus leaves
+  // keyups are lost when focus leaves
+  window.addEventListener('blur', () => { keys.clear(); button = null; });
   document.addEventListener('pointerdown', (e) => {
     const el = e.target.closest && e.target.closest('[id^="wm-btn-"]');
     if (!el || !BUTTONS[el.id]) return;
     button = BUTTONS[el.id]; taps.push([...held()]);
   });
-  for (const type of ['pointerup', 'pointercancel']) document.addEventListener(type, () => { button = null; });
+  for (const type of ['pointerup', 'pointercancel'])
+    document.addEventListener(type, () => { button = null; });
   // What the next frame should do: what is held now, else the oldest press too short to be seen
   // while held, else 'wait' (noop) if time runs without input; '' means no frame.
   const next = () => {
@@ -106,24 +110,29 @@ _DONE_JS = "() => { window.wmDone && window.wmDone(); }"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
-                   help="checkpoint folder or preset name (default: the shipped checkpoints/maze9x9; a preset "
-                        "name gives untrained weights, e.g. 'tiny' for tests)")
+                   help="checkpoint folder or preset name (default: the shipped checkpoints/maze9x9; a "
+                        "preset name gives untrained weights, e.g. 'tiny' for tests)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--steps", type=int, default=4, help="denoising steps per frame (default 4)")
     p.add_argument("--host", default="127.0.0.1",
-                   help="interface to serve on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
+                   help="interface to serve on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to "
+                        "the network)")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--fps", type=float, default=10.0, help="target frame rate while a key is held (default 10)")
+    p.add_argument("--fps", type=float, default=10.0,
+                   help="target frame rate while a key is held (default 10)")
     p.add_argument("--context", type=int, default=21,
                    help="context frames that seed a world: the real env's start frame plus N-1 left turns "
                         "(20 turns are about one full look around), or the first N frames of an episode file")
     p.add_argument("--scale", type=int, default=6,
-                   help="frames are shown upscaled nearest-neighbour by this factor (default 6: 64 -> 384 pixels)")
-    p.add_argument("--concurrency", type=int, default=2, help="frames computed at once over all tabs (default 2)")
+                   help="frames are shown upscaled nearest-neighbour by this factor (default 6: 64 -> 384 "
+                        "pixels)")
+    p.add_argument("--concurrency", type=int, default=2,
+                   help="frames computed at once over all tabs (default 2)")
     p.add_argument("--queue-size", type=int, default=32, help="pending events before new ones are refused")
     p.add_argument("--max-envs", type=int, default=2,
                    help="real Memory Maze envs alive at once over all tabs (~1.6 GB each; default 2)")
-    p.add_argument("--max-record", type=int, default=3000, help="frames recorded per tab before recording stops")
+    p.add_argument("--max-record", type=int, default=3000,
+                   help="frames recorded per tab before recording stops")
 
 
 # -- rendering -----------------------------------------------------------------------------------
@@ -145,7 +154,8 @@ def _view_html(step, size: int) -> str:
     """
     if step is None:
         return (f'<div class="wm-frames"><div class="wm-empty" style="width:{size}px;height:{size}px">'
-                "Start a world: pick a maze and seed and press Start,<br>or start from an episode file.</div></div>")
+                "Start a world: pick a maze and seed and press Start,<br>or start from an episode "
+                "file.</div></div>")
     figs = [f'<figure><img id="wm-frame" src="{_png(step.frame)}" width="{size}" height="{size}" '
             f'alt="imagined frame"><figcaption>model (imagined)</figcaption></figure>']
     if step.real is not None:
@@ -161,7 +171,8 @@ def _status_html(session) -> str:
     s = session.status()
     ms = "–" if s["ms_per_frame"] is None else f"{s['ms_per_frame']:.1f}"
     fps = "–" if s["fps"] is None else f"{s['fps']:.1f}"
-    rec = f"{s['recorded']}/{s['max_record']}" + ("" if s["recorded"] < s["max_record"] else " (full: save it)")
+    full = "" if s["recorded"] < s["max_record"] else " (full: save it)"
+    rec = f"{s['recorded']}/{s['max_record']}{full}"
     parts = [
         f'frame <b id="wm-frames">{s["frames"]}</b> (generated <b id="wm-steps">{s["steps"]}</b>)',
         f'<b id="wm-ms">{ms}</b> ms/frame',
@@ -172,7 +183,8 @@ def _status_html(session) -> str:
     ]
     if s["pose"] is not None:  # what the model's memory is read at
         x, y, dx, dy = s["pose"]
-        parts.append(f'pose <b id="wm-pose">{x:.1f}, {y:.1f}, {np.degrees(np.arctan2(dy, dx)) % 360:.0f}&deg;</b>')
+        parts.append(f'pose <b id="wm-pose">{x:.1f}, {y:.1f}, '
+                     f'{np.degrees(np.arctan2(dy, dx)) % 360:.0f}&deg;</b>')
     if s["compare"] and s["mean_psnr"] is not None:
         parts.append(f"mean PSNR <b>{s['mean_psnr']:.1f}</b> dB")
     return '<div id="wm-status">' + " · ".join(parts) + "</div>"
@@ -196,10 +208,11 @@ def _plot_html(session, width: int = 384, height: int = 110, last: int = 300) ->
                    f'<text x="0" y="{y(db) + 4:.1f}" font-size="10" fill="currentColor">{db}</text>'
                    for db in range(0, int(top) + 1, 10))
     points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
-    return (f'<svg id="wm-psnr" width="{width}" height="{height}" role="img" aria-label="PSNR per frame">{grid}'
+    return (f'<svg id="wm-psnr" width="{width}" height="{height}" role="img" '
+            f'aria-label="PSNR per frame">{grid}'
             f'<polyline fill="none" stroke="#e8743b" stroke-width="1.5" points="{points}"/>'
-            f'<text x="{pad}" y="{height - 1}" font-size="10" fill="currentColor">PSNR (dB) of the model frame '
-            f'against the real one, last {span} frames</text></svg>')
+            f'<text x="{pad}" y="{height - 1}" font-size="10" fill="currentColor">'
+            f'PSNR (dB) of the model frame against the real one, last {span} frames</text></svg>')
 
 
 # -- the app -------------------------------------------------------------------------------------
@@ -213,7 +226,8 @@ def _start_handlers(world, sessions, args: argparse.Namespace, render):
 
     from .session import EnvsBusy, RealEnv, Session
 
-    model, device, codec = world.model, world.device, world.codec  # shared read-only; each session its own state
+    # shared read-only; each session its own state
+    model, device, codec = world.model, world.device, world.codec
 
     def new_session(seed: int) -> Session:
         return Session(World(model, steps=args.steps, device=device, seed=seed, codec=codec), fps=args.fps,
@@ -301,7 +315,8 @@ def _play_handlers(render):
                 gr.Warning(f"Could not load {Path(path).name}: {e} — the running world is kept.")
                 return skip3()
         if was_comparing:
-            gr.Info("Loaded. The real environment cannot follow a loaded state, so the side-by-side view is off.")
+            gr.Info("Loaded. The real environment cannot follow a loaded state, so the side-by-side "
+                    "view is off.")
         return render(session, step)
 
     def save_recording(session):
@@ -328,11 +343,13 @@ def _side_panel(args: argparse.Namespace) -> dict:
     gr.Markdown(f"The real environment looks around ({args.context} frames) to seed the model; from "
                 "then on the model dead-reckons where you are from your keys, and a pose-keyed "
                 "memory shows what it saw there (turn around on the spot to see it).")
-    c["episode"] = gr.UploadButton("Start from an episode file (.npz)", file_types=[".npz"], elem_id="wm-episode")
+    c["episode"] = gr.UploadButton("Start from an episode file (.npz)", file_types=[".npz"],
+                                   elem_id="wm-episode")
     gr.Markdown("### Save and load")
     with gr.Row():
         c["save"] = gr.Button("Save state", elem_id="wm-save")
-        c["load"] = gr.UploadButton("Load state (.safetensors)", file_types=[".safetensors"], elem_id="wm-load")
+        c["load"] = gr.UploadButton("Load state (.safetensors)", file_types=[".safetensors"],
+                                    elem_id="wm-load")
     c["record"] = gr.Button("Save recording (mp4 + episode .npz)", elem_id="wm-record")
     c["downloads"] = gr.File(label="downloads", file_count="multiple", interactive=False, height=150,
                              elem_id="wm-downloads")
@@ -371,7 +388,8 @@ def build_demo(world, sessions, args: argparse.Namespace):
                 for row in (BUTTONS[:3], BUTTONS[3:]):
                     with gr.Row(elem_classes="wm-pad"):
                         for label, elem_id, _ in row:
-                            gr.Button(label, elem_id=elem_id, size="md")  # pressed and held through the page script
+                            # pressed and held through the page script
+                            gr.Button(label, elem_id=elem_id, size="md")
                 gr.Checkbox(False, label="Time runs without input (noop frames when nothing is held)",
                             elem_id="wm-free-run")  # read by the page's loop
             with gr.Column(scale=1, min_width=320):
@@ -380,7 +398,8 @@ def build_demo(world, sessions, args: argparse.Namespace):
         frame_outputs = [view, status, plot]
         c["start"].click(start_env, [c["maze"], c["seed"], c["compare"]], [session, *frame_outputs],
                          concurrency_id="setup", concurrency_limit=1, api_visibility="private")
-        c["episode"].upload(start_episode, [c["episode"]], [session, *frame_outputs], api_visibility="private")
+        c["episode"].upload(start_episode, [c["episode"]], [session, *frame_outputs],
+                            api_visibility="private")
         step_trigger.click(tick, [session, keys], frame_outputs, js=_STEP_JS, trigger_mode="once",
                            show_progress="hidden", api_visibility="private").then(None, js=_DONE_JS)
         c["save"].click(save_state, [session], [c["downloads"]], api_visibility="private")
@@ -426,6 +445,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worldmodel.app", description="Play inside the world model in the browser.")
+    parser = argparse.ArgumentParser(prog="python -m worldmodel.app",
+                                     description="Play inside the world model in the browser.")
     add_arguments(parser)
     return run(parser.parse_args(argv))

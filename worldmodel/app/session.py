@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worldmodel.data.episodes import (EpisodeRecorder, actions_to_index, episode_poses, index_to_onehot, load_episode,
-                                      save_episode)
+from worldmodel.data import episodes
 from worldmodel.eval.media import write_video
 from worldmodel.eval.metrics import psnr
 from worldmodel.world import World
@@ -40,7 +39,9 @@ class RealEnv:
             raise EnvsBusy("all real-environment slots of this server are in use; try again later, "
                            "start from an episode file instead, or raise --max-envs")
         self._slots = slots
-        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix=f"maze-{maze}-{seed}")
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(
+            1, thread_name_prefix=f"maze-{maze}-{seed}"
+        )
         try:
             from worldmodel.data.env import MazeEnv  # imports memory_maze / dm_control: only when needed
 
@@ -105,7 +106,7 @@ class Session:
         self._actions: list[int] = []
         self._poses: list[np.ndarray] = []  # (x, y, dx, dy) per recorded frame, zeros = unknown
         self._layout: np.ndarray | None = None
-        self._real: EpisodeRecorder | None = None
+        self._real: episodes.EpisodeRecorder | None = None
         self._real_frames: list[np.ndarray] = []
         self.context_len = 0
         self.steps = 0  # steps taken since the last start or load
@@ -122,12 +123,14 @@ class Session:
         self._set_env(env)
         self._frames = list(np.asarray(frames))
         self._actions = [int(a) for a in actions]
-        self._poses = list(np.nan_to_num(poses)) if poses is not None else [np.zeros(4, np.float32)] * len(frames)
+        self._poses = (
+            list(np.nan_to_num(poses)) if poses is not None else [np.zeros(4, np.float32)] * len(frames)
+        )
         self._layout = layout
         self.context_len = len(frames)
         self._real, self._real_frames = None, []
         if env is not None:
-            self._real = EpisodeRecorder(env_obs[0])
+            self._real = episodes.EpisodeRecorder(env_obs[0])
             for a, o in zip(self._actions[1:], env_obs[1:]):
                 self._real.add(a, o)
             self._real_frames = [o["image"] for o in env_obs]
@@ -136,15 +139,17 @@ class Session:
         return Step(frame, env_obs[-1]["image"] if env is not None else None)
 
     @classmethod
-    def episode_context(cls, path: str | Path, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
-                                                                     np.ndarray | None]:
+    def episode_context(
+        cls, path: str | Path, frames: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """The first `frames` frames of an episode file, their actions and poses, and the maze's
         layout (ValueError if unreadable)."""
-        ep = load_episode(path)
+        ep = episodes.load_episode(path)
         n = min(frames, len(ep["image"]))
-        poses = episode_poses(ep)
+        poses = episodes.episode_poses(ep)
         layout = ep["maze_layout"][n - 1] if "maze_layout" in ep else None
-        return ep["image"][:n], actions_to_index(ep["action"][:n]), None if poses is None else poses[:n], layout
+        poses = None if poses is None else poses[:n]
+        return ep["image"][:n], episodes.actions_to_index(ep["action"][:n]), poses, layout
 
     def _set_env(self, env: RealEnv | None) -> None:
         if self.env is not None and self.env is not env:
@@ -161,7 +166,8 @@ class Session:
         return len(self._frames) < self.max_record
 
     def step(self, action: int) -> Step:
-        real_future = self.env.step_async(action) if self.env is not None else None  # runs alongside the model
+        # runs alongside the model
+        real_future = self.env.step_async(action) if self.env is not None else None
         t0 = time.perf_counter()
         frame = self.world.step(action)
         self.steps += 1
@@ -187,6 +193,7 @@ class Session:
         d = self._delivered
         # Frames per second as this tab receives them, over the recent burst of frames only.
         fps = (len(d) - 1) / (d[-1] - d[0]) if len(d) > 2 and now - d[-1] < 1.0 and d[-1] > d[0] else None
+        pose = self.world.pose
         return {
             "frames": self.world.frames_seen,
             "steps": self.steps,
@@ -198,7 +205,7 @@ class Session:
             "max_record": self.max_record,
             "compare": self.compare,
             "mean_psnr": float(np.mean(self.psnrs)) if self.psnrs else None,
-            "pose": None if self.world.pose is None or not np.isfinite(self.world.pose).all() else self.world.pose.tolist(),
+            "pose": pose.tolist() if pose is not None and np.isfinite(pose).all() else None,
         }
 
     # -- save / load ---------------------------------------------------------------------------
@@ -224,7 +231,9 @@ class Session:
         self._set_env(None)
         frame = self.world.last_frame
         self._frames, self._actions = [frame], [0]
-        self._poses = [np.nan_to_num(self.world.pose) if self.world.pose is not None else np.zeros(4, np.float32)]
+        self._poses = [
+            np.nan_to_num(self.world.pose) if self.world.pose is not None else np.zeros(4, np.float32)
+        ]
         self._layout = self.world.layout
         self.context_len = 1
         self._real, self._real_frames = None, []
@@ -241,17 +250,19 @@ class Session:
         video = write_video(stem.with_suffix(".mp4"), rows, fps=max(1, round(self.fps)), scale=4)
         episode = {
             "image": np.stack(self._frames),
-            "action": index_to_onehot(self._actions[1:]),
+            "action": episodes.index_to_onehot(self._actions[1:]),
             "agent_pos": np.stack(self._poses)[:, :2],
             "agent_dir": np.stack(self._poses)[:, 2:],
             "context_len": np.int64(self.context_len),
         }
         if self._layout is not None:  # so that a recording can seed a world again, with dead reckoning
-            episode["maze_layout"] = np.repeat(np.asarray(self._layout, np.uint8)[None], len(self._frames), axis=0)
-        paths = [video, save_episode(stem.with_suffix(".npz"), episode)]
+            episode["maze_layout"] = np.repeat(
+                np.asarray(self._layout, np.uint8)[None], len(self._frames), axis=0
+            )
+        paths = [video, episodes.save_episode(stem.with_suffix(".npz"), episode)]
         if self._real is not None:
             real = dict(self._real.episode(), context_len=np.int64(self.context_len))
-            paths.append(save_episode(stem.with_name(stem.name + "_real.npz"), real))
+            paths.append(episodes.save_episode(stem.with_name(stem.name + "_real.npz"), real))
         return paths
 
     def close(self) -> None:

@@ -15,7 +15,9 @@ def tile(rows: list[np.ndarray], scale: int = 4) -> np.ndarray:
     return wide.repeat(scale, axis=1).repeat(scale, axis=2)
 
 
-def contact_sheet(episodes: list[list[np.ndarray]], columns: int = 12, scale: int = 2, gap: int = 4) -> np.ndarray:
+def contact_sheet(
+    episodes: list[list[np.ndarray]], columns: int = 12, scale: int = 2, gap: int = 4
+) -> np.ndarray:
     """One still image to look at: per episode one row per sequence (ground truth, then each model),
     `columns` evenly spaced frames across the horizon, a white gap between episodes. uint8 (H, W, 3)."""
     blocks = []

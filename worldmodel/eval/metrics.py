@@ -35,14 +35,16 @@ def _psnr(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) in [0, 1] -> (N,) PSNR in dB, capped at PSNR_CAP_DB."""
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
-    return peak_signal_noise_ratio(p, t, data_range=1.0, reduction="none", dim=(1, 2, 3)).clamp(max=PSNR_CAP_DB)
+    return peak_signal_noise_ratio(p, t, data_range=1.0, reduction="none", dim=(1, 2, 3)).clamp(
+        max=PSNR_CAP_DB
+    )
 
 
 def _check_frames(pred: np.ndarray, target: np.ndarray) -> None:
     if pred.shape != target.shape or pred.dtype != np.uint8 or target.dtype != np.uint8 or pred.ndim != 4 \
             or pred.shape[-1] != 3:
-        raise ValueError(f"expected two uint8 arrays of one shape (T, H, W, 3), got {pred.dtype} {pred.shape} "
-                         f"and {target.dtype} {target.shape}")
+        raise ValueError(f"expected two uint8 arrays of one shape (T, H, W, 3), got {pred.dtype} "
+                         f"{pred.shape} and {target.dtype} {target.shape}")
 
 
 def psnr(pred: np.ndarray, target: np.ndarray) -> float:
@@ -103,7 +105,9 @@ class LPIPS(torch.nn.Module):
             else:
                 raw = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # any unreadable file: say which and why
-            raise ValueError(f"--lpips-weights {path}: not a readable state dict ({type(e).__name__}: {e})") from e
+            raise ValueError(
+                f"--lpips-weights {path}: not a readable state dict ({type(e).__name__}: {e})"
+            ) from e
         if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
             raw = raw["state_dict"]
         if not isinstance(raw, dict):
@@ -130,7 +134,9 @@ class LPIPS(torch.nn.Module):
         if not any(k.startswith("lins.") for k in state):
             import torchmetrics
 
-            bundled = Path(torchmetrics.__file__).parent / "functional" / "image" / "lpips_models" / "alex.pth"
+            bundled = (
+                Path(torchmetrics.__file__).parent / "functional" / "image" / "lpips_models" / "alex.pth"
+            )
             if not bundled.is_file():
                 raise ValueError(f"--lpips-weights {path} has no linear layers (lin0.model.1.weight ...) and "
                                  f"the LPIPS v0.1 layers bundled with torchmetrics are missing ({bundled})")
@@ -187,7 +193,9 @@ def recall_buckets(distance: np.ndarray, pooled: dict, bins: int) -> list[dict]:
     seen = distance >= 0
     if not seen.any():
         return []
-    edges = np.unique(np.linspace(distance[seen].min(), distance[seen].max() + 1, bins + 1).round().astype(int))
+    edges = np.unique(
+        np.linspace(distance[seen].min(), distance[seen].max() + 1, bins + 1).round().astype(int)
+    )
     buckets = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         mask = seen & (distance >= lo) & (distance < hi)

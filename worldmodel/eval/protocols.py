@@ -42,8 +42,11 @@ REFERENCES = {
                             "that copies",
 }
 AE_REFERENCE = "autoencoder reconstruction"  # scored only when a latent model is evaluated
-AE_REFERENCE_TEXT = "the true frames encoded and decoded by the latent model's autoencoder: the best it can score"
-PROTOCOLS = {"retrieval": "revisit", "lookback": "revisit", "reasoning": "reasoning"}  # protocol -> episode kind
+AE_REFERENCE_TEXT = (
+    "the true frames encoded and decoded by the latent model's autoencoder: the best it can score"
+)
+# protocol -> episode kind
+PROTOCOLS = {"retrieval": "revisit", "lookback": "revisit", "reasoning": "reasoning"}
 
 
 def reference_frames(context_frames: np.ndarray, horizon: int,
@@ -59,7 +62,8 @@ def reference_frames(context_frames: np.ndarray, horizon: int,
         heading = np.arctan2(poses[:, 3], poses[:, 2])
         seen, wanted = poses[:context], poses[context:context + horizon]
         shift = np.linalg.norm(wanted[:, None, :2] - seen[None, :, :2], axis=-1)
-        turn = np.abs(np.angle(np.exp(1j * (heading[context:context + horizon, None] - heading[None, :context]))))
+        turn = heading[context:context + horizon, None] - heading[None, :context]
+        turn = np.abs(np.angle(np.exp(1j * turn)))
         refs["closest context view"] = context_frames[np.argmin(shift + turn / np.pi, axis=1)]
     return refs
 
@@ -104,7 +108,8 @@ def _protocol(folder: Path, requested: str | None) -> str:
     kind = json.loads(manifest.read_text()).get("kind") if manifest.exists() else None
     if requested:
         if kind in PROTOCOLS.values() and PROTOCOLS[requested] != kind:
-            print(f"note: {folder} holds {kind} episodes; evaluating them with the {requested} protocol as asked")
+            print(f"note: {folder} holds {kind} episodes; evaluating them with the {requested} protocol as "
+                  "asked")
         return requested
     for protocol, k in PROTOCOLS.items():
         if kind == k:
@@ -154,8 +159,8 @@ def _predict(args: argparse.Namespace, p: dict, frames: np.ndarray, worlds: dict
         world = World(base.model, steps=args.steps, device=base.device, seed=p["seed"], codec=base.codec,
                       commit_sigma=args.commit_sigma)
         t0 = time.perf_counter()
-        preds[name] = rollout_episode(world, frames, p["actions"], p["context"], p["horizon"], progress=progress,
-                                      poses=poses, window=args.context_window, layout=p["layout"])
+        preds[name] = rollout_episode(world, frames, p["actions"], p["context"], p["horizon"], progress,
+                                      poses, args.context_window, p["layout"])
         timing[name] += time.perf_counter() - t0
     return preds
 
@@ -222,33 +227,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--checkpoints", "--checkpoint", nargs="+", default=[None], metavar="[NAME=]CKPT",
                         help="checkpoint folders or preset names to compare, optionally named NAME=PATH "
                              f"(default: the shipped {DEFAULT_CHECKPOINT.name})")
-    parser.add_argument("--episodes", required=True, help="folder of evaluation episodes (.npz with context_len)")
+    parser.add_argument("--episodes", required=True, help="folder of evaluation episodes (.npz with "
+                                                          "context_len)")
     parser.add_argument("--protocol", choices=tuple(PROTOCOLS), default=None,
                         help="retrieval (render the way back), lookback (render the closing look-around) or "
-                             "reasoning (default: from the folder's manifest.json kind; revisit -> retrieval)")
+                             "reasoning (default: from the folder's manifest.json kind; revisit -> "
+                             "retrieval)")
     parser.add_argument("--context", type=int, default=None,
                         help="context frames for every episode (default: each episode's context_len; "
                              "lookback: its way back)")
-    parser.add_argument("--horizon", type=int, default=None, help="at most this many generated frames per episode")
+    parser.add_argument("--horizon", type=int, default=None, help="at most this many generated frames per "
+                                                                  "episode")
     parser.add_argument("--context-window", type=int, default=None,
-                        help="give the models only the last N context frames (recall distances still count from "
-                             "the whole context): how much the rest of the context, i.e. memory, is worth")
+                        help="give the models only the last N context frames (recall distances still count "
+                             "from the whole context): how much the rest of the context, i.e. memory, is "
+                             "worth")
     parser.add_argument("--limit", type=int, default=None, help="only the first K episodes (sorted by name)")
     parser.add_argument("--steps", type=int, default=4, help="sampler steps per frame")
     parser.add_argument("--seed", type=int, default=0, help="episode i is sampled with World seed SEED+i")
     parser.add_argument("--commit-sigma", type=float, default=0.25,
-                        help="noise level at which generated frames enter the state (World's commit_sigma); higher "
-                             "hides more of the model's own frames from it")
+                        help="noise level at which generated frames enter the state (World's commit_sigma); "
+                             "higher hides more of the model's own frames from it")
     parser.add_argument("--no-pose", action="store_true",
                         help="do not give pose-conditioned models the episodes' poses")
     parser.add_argument("--dead-reckon", action="store_true",
-                        help="give pose-conditioned models the context's poses only; the generated frames' poses are "
-                             "dead-reckoned from the actions in the episode's maze (as in the app)")
+                        help="give pose-conditioned models the context's poses only; the generated frames' "
+                             "poses are dead-reckoned from the actions in the episode's maze (as in the app)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--lpips-weights", default=None,
-                        help="AlexNet (torchvision) or full LPIPS state dict, .pth or .safetensors; LPIPS is null "
-                             "without it")
-    parser.add_argument("--recall-bins", type=int, default=8, help="buckets of the PSNR-vs-recall-distance curve")
+                        help="AlexNet (torchvision) or full LPIPS state dict, .pth or .safetensors; LPIPS "
+                             "is null without it")
+    parser.add_argument("--recall-bins", type=int, default=8, help="buckets of the PSNR-vs-recall-distance "
+                                                                   "curve")
     parser.add_argument("--videos", type=int, default=2, help="side-by-side videos of the first N episodes")
     parser.add_argument("--scale", type=int, default=4, help="video upscaling factor")
     parser.add_argument("--out", required=True, help="output folder")
@@ -310,6 +320,6 @@ def run(args: argparse.Namespace) -> int:
     )
     _write(out, res, sheet)
     print(report.summary_line(res))
-    print(f"results in {out}/ (results.json, results.md, psnr.png"
-          + (f", rollouts.png, {min(args.videos, len(plan))} video(s) in videos/)" if args.videos > 0 else ")"))
+    videos = f", rollouts.png, {min(args.videos, len(plan))} video(s) in videos/" if args.videos > 0 else ""
+    print(f"results in {out}/ (results.json, results.md, psnr.png{videos})")
     return 0

@@ -22,7 +22,8 @@ def _tables(res: dict) -> list[str]:
     """One table per section of the summary that has frames: every model and reference."""
     params = {m["name"]: _count(m["params"]) for m in res["models"]}
     lines = []
-    for key, title in (("all", "All generated frames"), ("recall", "Recall frames (views seen in the context)")):
+    sections = (("all", "All generated frames"), ("recall", "Recall frames (views seen in the context)"))
+    for key, title in sections:
         section = res["summary"][key]
         frames = next(iter(section.values()))["frames"]
         if not frames:
@@ -44,8 +45,8 @@ def markdown(res: dict) -> str:
                if res["protocol"] == "lookback" else "from each episode (context_len)")
     lines = [f"# Memory Maze evaluation: spatial {res['protocol']}", "",
              f"{len(res['episodes'])} episode(s) from `{s['episodes']}`; context {context}, "
-             f"horizon {s['horizon'] or 'the rest of the episode'}; {s['steps']} sampler steps, seed {s['seed']}, "
-             f"device {res['device']['name']}.", ""]
+             f"horizon {s['horizon'] or 'the rest of the episode'}; {s['steps']} sampler steps, seed "
+             f"{s['seed']}, device {res['device']['name']}.", ""]
     lines += _tables(res)
     if res["recall_buckets"]:
         names = list(res["summary"]["all"])
@@ -56,7 +57,8 @@ def markdown(res: dict) -> str:
                          + " | ".join(fmt(b["psnr"][n], 2) for n in names) + " |")
         lines.append("")
     if s["lpips_weights"] is None:
-        lines.append("LPIPS n/a: no `--lpips-weights` given (the AlexNet backbone cannot be downloaded here).")
+        lines.append("LPIPS n/a: no `--lpips-weights` given (the AlexNet backbone cannot be downloaded "
+                     "here).")
     lines.append(f"PSNR of identical frames is capped at {PSNR_CAP_DB:g} dB.")
     return "\n".join(lines) + "\n"
 
@@ -82,7 +84,8 @@ def plot(path: Path, res: dict) -> None:
         centers = [(b["from"] + b["to"] - 1) / 2 for b in buckets]
         for name in res["psnr_by_frame"]:
             style = "-o" if name in models else "--s"
-            ax2.plot(centers, [b["psnr"][name] for b in buckets], style, label=name, markersize=4, linewidth=1.2)
+            psnr = [b["psnr"][name] for b in buckets]
+            ax2.plot(centers, psnr, style, label=name, markersize=4, linewidth=1.2)
         ax2.legend(fontsize=8)
     else:
         ax2.text(0.5, 0.5, "no generated frame shows a view\nseen in the context", ha="center", va="center",

@@ -52,8 +52,9 @@ def rollout_episode(world: World, frames: np.ndarray, actions: np.ndarray, conte
     frames[context:context + horizon]."""
     horizon = min(horizon, len(frames) - context)
     lo = 0 if window is None else max(0, context - window)
-    return rollout(world, frames[lo:context], actions[lo:context], actions[context:context + horizon], progress,
-                   None if poses is None else poses[lo:context + horizon], layout)
+    poses = None if poses is None else poses[lo:context + horizon]
+    return rollout(world, frames[lo:context], actions[lo:context], actions[context:context + horizon],
+                   progress, poses, layout)
 
 
 # -- action scripts ----------------------------------------------------------------------------
@@ -143,7 +144,8 @@ def env_context(maze: str, seed: int, look: int, actions: Sequence[int]):
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options of `worldmodel rollout`."""
     parser.add_argument("--checkpoint", default=None,
-                        help=f"checkpoint folder or preset name (default: the shipped {DEFAULT_CHECKPOINT.name})")
+                        help="checkpoint folder or preset name (default: the shipped "
+                             f"{DEFAULT_CHECKPOINT.name})")
     parser.add_argument("--episode", default=None,
                         help="episode .npz: context from its first frames; without an action script its own "
                              "actions are replayed")
@@ -151,11 +153,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="context frames (default: the episode's context_len, else 16; from the real "
                              "environment: 21, the first frame and a full circle of left turns)")
     parser.add_argument("--horizon", type=int, default=None,
-                        help="frames to generate (default: the rest of the episode, or the whole action script)")
+                        help="frames to generate (default: the rest of the episode, or the whole action "
+                             "script)")
     script = parser.add_mutually_exclusive_group()
     script.add_argument("--actions", default=None,
-                        help='action script: W=forward A=left D=right WA/AW WD/DW .|N=noop, KEY*COUNT repeats, '
-                             'e.g. "W*8 A*5 WD ."')
+                        help='action script: W=forward A=left D=right WA/AW WD/DW .|N=noop, '
+                             'KEY*COUNT repeats, e.g. "W*8 A*5 WD ."')
     script.add_argument("--actions-file", default=None, help="action script as a text or JSON file")
     parser.add_argument("--maze", default="9x9", choices=MAZE_SIZES,
                         help="maze size for a context from the real environment")
@@ -188,7 +191,8 @@ def _script(args: argparse.Namespace) -> list[int] | None:
     if script is not None and args.horizon is not None:
         script = script[:args.horizon]
     if script is None and args.episode is None:
-        raise ValueError("give --episode (replay its actions) or an action script (--actions / --actions-file)")
+        raise ValueError("give --episode (replay its actions) or an action script (--actions / "
+                         "--actions-file)")
     if args.scale < 1 or (args.horizon is not None and args.horizon < 1):
         raise ValueError("--scale and --horizon must be >= 1")
     return script
@@ -199,7 +203,9 @@ def _episode_context(args: argparse.Namespace, script: list[int] | None):
     its own actions, the ground truth. Returns (frames, actions, script, truth, poses, layout)."""
     ep = load_episode(args.episode)
     frames, actions, poses = ep["image"], actions_to_index(ep["action"]), episode_poses(ep)
-    context = args.context if args.context is not None else int(ep.get("context_len", min(16, len(frames) - 1)))
+    context = args.context
+    if context is None:
+        context = int(ep.get("context_len", min(16, len(frames) - 1)))
     if not 1 <= context <= len(frames) - (script is None):
         raise ValueError(f"--context {context} does not fit {args.episode} ({len(frames)} frames)")
     truth = None
@@ -224,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
         look = args.context if args.context is not None else 21
         if look < 1:
             raise ValueError(f"--context must be >= 1, got {look}")
-        context_frames, context_actions, truth, poses, layout = env_context(args.maze, args.seed, look, script)
+        context_frames, context_actions, truth, poses, layout = env_context(args.maze, args.seed, look,
+                                                                            script)
     if args.side_by_side and truth is None:
         raise ValueError("--side-by-side needs ground truth: replay an episode's own actions, or take the "
                          "context from the real environment (no --episode)")
@@ -241,6 +248,6 @@ def run(args: argparse.Namespace) -> int:
     paths = [write_video(out, rows, args.fps, args.scale, labels)]
     if args.gif and out.suffix != ".gif":
         paths.append(write_video(out.with_suffix(".gif"), rows, args.fps, args.scale, labels))
-    print(f"{len(generated)} frames after {len(context_frames)} context frames, {len(generated) / elapsed:.1f} "
-          f"frames/s on {world.device}: {', '.join(map(str, paths))}")
+    print(f"{len(generated)} frames after {len(context_frames)} context frames, "
+          f"{len(generated) / elapsed:.1f} frames/s on {world.device}: {', '.join(map(str, paths))}")
     return 0

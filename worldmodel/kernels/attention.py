@@ -76,10 +76,16 @@ def _window_attn_kernel(
         tok = kpos % Ntok
         in_range = kpos < end
         ok = in_range & (tl.load(valid_ptr + b * sm_b + f * sm_t, mask=in_range, other=0) != 0)
-        kt = tl.load(k_ptr + b * sk_b + h * sk_h + f[:, None] * sk_t + tok[:, None] * sk_n + offs_d[None, :] * sk_d,
-                     mask=ok[:, None] & mask_d[None, :], other=0.0)
-        vt = tl.load(v_ptr + b * sv_b + h * sv_h + f[:, None] * sv_t + tok[:, None] * sv_n + offs_d[None, :] * sv_d,
-                     mask=ok[:, None] & mask_d[None, :], other=0.0)
+        kt = tl.load(
+            k_ptr + b * sk_b + h * sk_h + f[:, None] * sk_t + tok[:, None] * sk_n + offs_d[None, :] * sk_d,
+            mask=ok[:, None] & mask_d[None, :],
+            other=0.0,
+        )
+        vt = tl.load(
+            v_ptr + b * sv_b + h * sv_h + f[:, None] * sv_t + tok[:, None] * sv_n + offs_d[None, :] * sv_d,
+            mask=ok[:, None] & mask_d[None, :],
+            other=0.0,
+        )
         s = tl.dot(q, tl.trans(kt), input_precision=PREC) * scale  # (M, K) fp32
         s = tl.where(ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -101,7 +107,8 @@ def windowed_attention_stream(q, k, v, key_valid, window):
     Bsz, H, Tq, N, D = q.shape
     Tk = k.shape[2]
     if window is not None and Tk != Tq + window:
-        raise ValueError(f"windowed attention needs Tq + window key frames, got Tk={Tk}, Tq={Tq}, window={window}")
+        raise ValueError(f"windowed attention needs Tq + window key frames, got Tk={Tk}, Tq={Tq}, "
+                         f"window={window}")
     if Tk < Tq:
         raise ValueError(f"need at least as many key frames as query frames, got Tk={Tk}, Tq={Tq}")
     o = torch.empty(q.shape, device=q.device, dtype=q.dtype)

@@ -191,7 +191,8 @@ def _ssd_bwd_kernel(
 
         dxdt = tl.dot(tl.trans(M), gy, input_precision=PREC) + e_end[:, None] * BG
         dC = e_lam[:, None] * tl.dot(gy, S0, input_precision=PREC) + tl.dot(W, Bc, input_precision=PREC)
-        dB = tl.dot(tl.trans(W), Cc, input_precision=PREC) + e_end[:, None] * tl.dot(xdt, G, input_precision=PREC)
+        dB = (tl.dot(tl.trans(W), Cc, input_precision=PREC)
+              + e_end[:, None] * tl.dot(xdt, G, input_precision=PREC))
 
         T = M * GX
         dlam = e_lam * tl.sum(gy * CS, 1) + tl.sum(T, 1) - tl.sum(T, 0) - e_end * tl.sum(xdt * BG, 1)
