@@ -353,3 +353,44 @@ def test_rollout_dead_reckons_the_poses_of_an_action_script(tmp_path):
                      "--steps", "1", "--scale", "1", "--out", str(out), *flag]) == 0
         videos.append(iio.imread(out).astype(int))
     assert videos[0].shape == videos[1].shape and np.abs(videos[0] - videos[1]).max() > 0
+
+
+def test_freeplay_buckets_and_sharpness():
+    """Sharpness is the mean absolute Laplacian (flat: 0); buckets pool frames over episodes, the ratio
+    is model sharpness over real sharpness on the same frames, collapsed = the share under 12 dB."""
+    from worldmodel.eval import freeplay
+
+    flat = np.full((1, 8, 8, 3), 128, np.uint8)
+    checker = (np.indices((8, 8)).sum(0) % 2 * 255).astype(np.uint8)[None, :, :, None].repeat(3, -1)
+    assert freeplay.sharpness(flat)[0] == 0 and freeplay.sharpness(checker)[0] > 100
+    eps = [dict(horizon=3, truth_sharpness=[2.0, 2.0, 4.0],
+                metrics={"m": dict(psnr=[10.0, 20.0, 30.0], ssim=[0.1, 0.2, 0.3],
+                                   sharpness=[1.0, 1.0, 4.0])}),
+           dict(horizon=2, truth_sharpness=[2.0, 2.0],
+                metrics={"m": dict(psnr=[11.0, 13.0], ssim=[0.5, 0.5], sharpness=[2.0, 2.0])})]
+    rows = freeplay.buckets(eps, ["m"], bucket=2)
+    assert [(r["start"], r["end"], r["frames"]) for r in rows] == [(0, 2, 4), (2, 3, 1)]
+    assert rows[0]["m"]["psnr"] == pytest.approx(13.5) and rows[0]["m"]["collapsed"] == pytest.approx(0.5)
+    assert rows[0]["m"]["sharpness_ratio"] == pytest.approx(6 / 8) and rows[1]["m"]["sharpness_ratio"] == 1
+
+
+def test_eval_freeplay_protocol(revisit, tmp_path):
+    """freeplay: posed context, then the actions alone with dead-reckoned poses (as the app plays),
+    scored per 50-frame bucket with the sharpness ratio, a verdict against issue 17's bar, a plot."""
+    from helpers import randomized
+
+    folder, _ = revisit
+    ckpt = tmp_path / "posed"
+    randomized(pose_cond=True).save_pretrained(ckpt)
+    out = tmp_path / "freeplay"
+    assert main(["eval", "--checkpoints", f"posed={ckpt}", "--episodes", str(folder),
+                 "--protocol", "freeplay", "--context", "8", "--horizon", "60", "--steps", "1",
+                 "--videos", "1", "--scale", "1", "--no-progress", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["poses"] == "context, then dead-reckoned"
+    assert [(b["start"], b["frames"]) for b in res["buckets"]] == [(0, 100), (50, 20)]
+    last = np.concatenate([e["metrics"]["repeat last frame"]["psnr"][:50] for e in res["episodes"]])
+    assert res["buckets"][0]["repeat last frame"]["psnr"] == pytest.approx(last.mean())
+    assert all(len(e["truth_sharpness"]) == 60 for e in res["episodes"])
+    assert set(res["verdict"]["posed"]) >= {"worst_gain_db", "worst_sharpness_ratio", "collapsed", "holds"}
+    assert (out / "freeplay.png").exists() and "Free play, per 50" in (out / "results.md").read_text()

@@ -10,6 +10,9 @@ The protocol is chosen by `--protocol` or by the `kind` in the episode folder's 
   the start cell, after the way back) and renders the look-around. Its views were last seen in
   the opening look-around, most of them out of sight since: the cleanest test of long memory.
 - reasoning: the context is exploration, then the model renders new movement.
+- freeplay: exploration episodes; 32 context frames with poses, then every later frame from the
+  actions alone with dead-reckoned poses, as the app plays; scored per 50-frame bucket with a
+  sharpness ratio and the share of collapsed frames (worldmodel.eval.freeplay).
 Two trivial references are scored on the same frames: the last context frame repeated, and
 the mean of the context frames; with known poses the context frame closest in pose; with a
 latent model, also the true frames through its autoencoder (the ceiling of any model in that
@@ -30,7 +33,7 @@ import torch
 from ..actions import LEFT
 from ..data.episodes import actions_to_index, episode_poses, load_episode
 from ..world import DEFAULT_CHECKPOINT, World, device_name, frames_from_model, frames_to_model, load_world
-from . import report
+from . import freeplay, report
 from .media import contact_sheet, write_image, write_video
 from .metrics import LPIPS, PSNR_CAP_DB, frame_metrics, mean, recall_buckets
 from .rollout import rollout_episode
@@ -46,7 +49,7 @@ AE_REFERENCE_TEXT = (
     "the true frames encoded and decoded by the latent model's autoencoder: the best it can score"
 )
 # protocol -> episode kind
-PROTOCOLS = {"retrieval": "revisit", "lookback": "revisit", "reasoning": "reasoning"}
+PROTOCOLS = {"retrieval": "revisit", "lookback": "revisit", "reasoning": "reasoning", "freeplay": "explore"}
 
 
 def reference_frames(context_frames: np.ndarray, horizon: int,
@@ -136,7 +139,8 @@ def _plan(args: argparse.Namespace, protocol: str, files: list[Path]) -> list[di
         t1 = len(ep["action"])
         actions = actions_to_index(ep["action"])
         context = (args.context if args.context is not None else closing_look_start(actions)
-                   if protocol == "lookback" else _context_len(path))
+                   if protocol == "lookback" else freeplay.CONTEXT if protocol == "freeplay"
+                   else _context_len(path))
         if not 1 <= context < t1:
             raise ValueError(f"{path}: context {context} leaves no frame to generate ({t1} frames)")
         horizon = min(args.horizon or t1, t1 - context)
@@ -217,6 +221,8 @@ def _write(out: Path, res: dict, sheet: list) -> None:
     (out / "results.json").write_text(json.dumps(res, indent=1, allow_nan=False) + "\n")
     (out / "results.md").write_text(report.markdown(res))
     report.plot(out / "psnr.png", res)
+    if "buckets" in res:
+        freeplay.plot(out / "freeplay.png", res)
     if sheet:
         write_image(out / "rollouts.png", contact_sheet(sheet))
 
@@ -230,12 +236,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--episodes", required=True, help="folder of evaluation episodes (.npz with "
                                                           "context_len)")
     parser.add_argument("--protocol", choices=tuple(PROTOCOLS), default=None,
-                        help="retrieval (render the way back), lookback (render the closing look-around) or "
-                             "reasoning (default: from the folder's manifest.json kind; revisit -> "
-                             "retrieval)")
+                        help="retrieval (render the way back), lookback (render the closing look-around), "
+                             "reasoning, or freeplay (32 posed context frames, then the actions alone with "
+                             "dead reckoning, scored per 50 frames; default: from the folder's "
+                             "manifest.json kind: revisit -> retrieval, explore -> freeplay)")
     parser.add_argument("--context", type=int, default=None,
                         help="context frames for every episode (default: each episode's context_len; "
-                             "lookback: its way back)")
+                             "lookback: its way back; freeplay: 32)")
     parser.add_argument("--horizon", type=int, default=None, help="at most this many generated frames per "
                                                                   "episode")
     parser.add_argument("--context-window", type=int, default=None,
@@ -275,6 +282,8 @@ def run(args: argparse.Namespace) -> int:
     if any(v is not None and v < 1 for v in (args.context, args.horizon, args.context_window)):
         raise ValueError("--context, --horizon and --context-window must be >= 1")
     protocol = _protocol(folder, args.protocol)
+    if protocol == "freeplay":  # as the app plays: poses of the context only, then dead reckoning
+        args = argparse.Namespace(**{**vars(args), "dead_reckon": True})
     files = _episode_files(folder, args.limit)
     lpips = LPIPS.from_file(args.lpips_weights) if args.lpips_weights else None
     specs = dict(_named_checkpoints(args.checkpoints))
@@ -297,10 +306,15 @@ def run(args: argparse.Namespace) -> int:
         preds = _predict(args, p, frames, worlds, timing, bar.update)
         preds.update(_reference_predictions(p, frames, truth, poses_known, codec))
         metrics = {n: frame_metrics(preds[n], truth, lpips) for n in names}
+        extra = {}
+        if protocol == "freeplay":
+            for n in names:
+                metrics[n]["sharpness"] = freeplay.sharpness(preds[n])
+            extra["truth_sharpness"] = freeplay.sharpness(truth).tolist()
         episodes.append(dict(file=p["path"].name, seed=p["seed"], context=p["context"], horizon=p["horizon"],
                              recall_distance=p["distance"].tolist(),
                              metrics={n: {k: None if v is None else v.tolist() for k, v in m.items()}
-                                      for n, m in metrics.items()}))
+                                      for n, m in metrics.items()}, **extra))
         if i < args.videos:
             sheet.append([truth, *(preds[n] for n in worlds)])
             write_video(out / "videos" / f"{p['path'].stem}.mp4", [truth, *(preds[n] for n in worlds)],
@@ -318,6 +332,9 @@ def run(args: argparse.Namespace) -> int:
         **_summarise(episodes, plan, names, args.recall_bins),
         episodes=episodes,
     )
+    if protocol == "freeplay":
+        res["buckets"] = freeplay.buckets(episodes, names)
+        res["verdict"] = {n: freeplay.verdict(res["buckets"], n) for n in worlds}
     _write(out, res, sheet)
     print(report.summary_line(res))
     videos = f", rollouts.png, {min(args.videos, len(plan))} video(s) in videos/" if args.videos > 0 else ""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import freeplay
 from .metrics import PSNR_CAP_DB
 
 
@@ -42,7 +43,8 @@ def markdown(res: dict) -> str:
     """results.md: settings, a table per frame set, PSNR by recall distance."""
     s = res["settings"]
     context = (s["context"] if s["context"] is not None else "up to each closing look-around"
-               if res["protocol"] == "lookback" else "from each episode (context_len)")
+               if res["protocol"] == "lookback" else f"{freeplay.CONTEXT} frames"
+               if res["protocol"] == "freeplay" else "from each episode (context_len)")
     lines = [f"# Memory Maze evaluation: spatial {res['protocol']}", "",
              f"{len(res['episodes'])} episode(s) from `{s['episodes']}`; context {context}, "
              f"horizon {s['horizon'] or 'the rest of the episode'}; {s['steps']} sampler steps, seed "
@@ -56,6 +58,8 @@ def markdown(res: dict) -> str:
             lines.append(f"| {b['from']}-{b['to'] - 1} | {b['frames']} | "
                          + " | ".join(fmt(b["psnr"][n], 2) for n in names) + " |")
         lines.append("")
+    if "buckets" in res:
+        lines += freeplay.markdown(res) + [""]
     if s["lpips_weights"] is None:
         lines.append("LPIPS n/a: no `--lpips-weights` given (the AlexNet backbone cannot be downloaded "
                      "here).")
