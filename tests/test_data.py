@@ -15,11 +15,17 @@ import sys
 import numpy as np
 import pytest
 
-from worldmodel.data.episodes import (EpisodeRecorder, actions_to_index, episode_poses, index_to_onehot,
-                                      load_episode, save_episode, validate_episode)
+from worldmodel.data.episodes import (
+    EpisodeRecorder,
+    actions_to_index,
+    episode_poses,
+    index_to_onehot,
+    load_episode,
+    save_episode,
+    validate_episode,
+)
 from worldmodel.data.generate import MANIFEST, generate_episodes, make_episode
-from worldmodel.data.policies import (PathFollower, bfs_distances, cell_of, heading_error,
-                                      shortest_path, steer)
+from worldmodel.data.policies import PathFollower, bfs_distances, cell_of, heading_error, shortest_path, steer
 from worldmodel.data.trajectories import explore_episode, recall_distance
 from worldmodel.odometry import Odometry
 

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import clip, randomized
 
 from worldmodel import load_world
 from worldmodel.config import VARIANTS, get_preset
@@ -12,8 +13,6 @@ from worldmodel.diffusion import DiffusionSampler, FlowMatching
 from worldmodel.model import WorldModel
 from worldmodel.ssm import BlockMamba2
 from worldmodel.world import World
-
-from helpers import clip, randomized
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -229,11 +228,13 @@ def test_fresh_model_repeats_the_previous_frame_and_streams_it_clean():
     model.out.bias.data.fill_(0.1)
     out = world.step(1)
     assert np.abs(out.astype(int) - np.clip(frames[-1] + 12.75, 0, 255).round()).max() <= 1
-    torch.testing.assert_close(world._state["prev"][0, 0], torch.from_numpy(out).float() / 127.5 - 1, atol=1 / 127, rtol=0)
+    committed = world.snapshot()["state.prev"][0, 0]
+    torch.testing.assert_close(committed, torch.from_numpy(out).float() / 127.5 - 1, atol=1 / 127, rtol=0)
 
 
 def test_configs_of_older_checkpoints_load():
-    """Older config.json files hold action_dim: 0 (a removed option): dropped on load, other values refused."""
+    """Older config.json files hold action_dim: 0 (a removed option): dropped on load, other values
+    refused."""
     cfg = get_preset("tiny").model.to_dict()
     assert WorldModel(cfg | {"action_dim": 0}).cfg == WorldModel(cfg).cfg
     assert "action_dim" not in WorldModel(cfg | {"action_dim": 0}).config["config"]

@@ -5,15 +5,15 @@ World / rollout the same way in streaming and in parallel."""
 import numpy as np
 import pytest
 import torch
+from helpers import clip, randomized
 
 from worldmodel.config import get_preset
 from worldmodel.diffusion import FlowMatching
 from worldmodel.eval.rollout import rollout
 from worldmodel.model import PoseMemory, WorldModel
+from worldmodel.poses import DeadReckoning, NoPoses, TruePoses
 from worldmodel.train import warm_start
 from worldmodel.world import World
-
-from helpers import clip, randomized
 
 # the tiny preset works on 8x8x3 pixel patches: a coarse map keeps its memory state small (and fast)
 SMALL_MEMORY = dict(pose_cond=True, pose_memory=True, memory_cells=10, memory_headings=4)
@@ -60,7 +60,8 @@ def test_warm_start_adds_pose_without_changing_the_model(tmp_path):
         torch.testing.assert_close(posed.eval()(x, sigma, a, pose=pose)[0], source(x, sigma, a)[0])
     # and the loss trains the new embedding (its zero output layer gets a gradient)
     posed.train()
-    FlowMatching(pose_drop=0.5).loss(posed, x.clamp(-1, 1), a, generator=torch.Generator().manual_seed(0), pose=pose).backward()
+    g = torch.Generator().manual_seed(0)
+    FlowMatching(pose_drop=0.5).loss(posed, x.clamp(-1, 1), a, generator=g, pose=pose).backward()
     assert posed.pose_embed.mlp[2].weight.grad.abs().sum() > 0
 
 
@@ -84,8 +85,8 @@ def test_world_and_rollout_take_poses():
         w.step(1, pose=[1.0, 2.0])
     # a model without pose input ignores them
     plain = randomized()
-    np.testing.assert_array_equal(rollout(World(plain, steps=2, seed=3), frames, actions, [1, 3], poses=poses[:7]),
-                                  rollout(World(plain, steps=2, seed=3), frames, actions, [1, 3]))
+    given = rollout(World(plain, steps=2, seed=3), frames, actions, [1, 3], poses=poses[:7])
+    np.testing.assert_array_equal(given, rollout(World(plain, steps=2, seed=3), frames, actions, [1, 3]))
 
 
 def test_memory_gaps_noise_the_frames_after_the_prefix_and_hide_them_from_the_next():
@@ -95,7 +96,8 @@ def test_memory_gaps_noise_the_frames_after_the_prefix_and_hide_them_from_the_ne
     prefix = (sigma == 0).int().argmin(dim=1)  # the first noised frame
     assert (prefix >= 9).all() and (sigma[torch.arange(64), prefix] >= 0.7).all()
     assert (~scored).sum(1).eq(prefix).all()  # the prefix is not scored, the gap is
-    plain, _ = FlowMatching(prefix_prob=1.0).training_sigmas(64, 16, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    plain, _ = FlowMatching(prefix_prob=1.0).training_sigmas(64, 16, generator=g)
     first = plain[torch.arange(64), (plain == 0).int().argmin(dim=1)]
     assert (first < 0.7).any()  # without gaps the first noised frame's level is uniform
     late, _ = FlowMatching(prefix_prob=1.0, prefix_min=0.75).training_sigmas(64, 16, generator=g)
@@ -198,7 +200,8 @@ def test_warm_start_adds_pose_memory_without_changing_the_model(tmp_path):
     assert warm_start(memory, tmp_path / "src") == ["patch_embed.weight"]
     x, sigma, a, pose = clip(T=6, pose=True)
     with torch.no_grad():
-        torch.testing.assert_close(memory.eval()(x, sigma, a, pose=pose)[0], source(x, sigma, a, pose=pose)[0])
+        grown = memory.eval()(x, sigma, a, pose=pose)[0]
+        torch.testing.assert_close(grown, source(x, sigma, a, pose=pose)[0])
     with pytest.raises(ValueError, match="pose_memory needs"):
         WorldModel(get_preset("tiny").model.to_dict() | {"pose_memory": True})
 
@@ -208,7 +211,8 @@ def test_world_dead_reckons_the_pose_of_steps_taken_without_one():
     rng = np.random.default_rng(1)
     frames = rng.integers(0, 255, (5, 64, 64, 3), dtype=np.uint8)
     angles = np.radians(18.5 * np.arange(5))  # turning left on the spot, as the app's context does
-    context_poses = np.stack([np.full(5, 3.5), np.full(5, 4.5), np.cos(angles), np.sin(angles)], 1).astype(np.float32)
+    context_poses = np.stack([np.full(5, 3.5), np.full(5, 4.5), np.cos(angles), np.sin(angles)], 1)
+    context_poses = context_poses.astype(np.float32)
     actions = np.array([0, 2, 2, 2, 2])
     world = World(model, steps=1, seed=0)
     world.reset(frames, actions, context_poses, layout=np.ones((9, 9)))
@@ -229,3 +233,25 @@ def test_world_dead_reckons_the_pose_of_steps_taken_without_one():
     for _ in range(60):
         world.step(1)
     assert 0 < world.pose[0] < 9 and 0 < world.pose[1] < 9
+
+
+def test_world_takes_its_poses_from_a_pose_source():
+    """Dead reckoning is the default of a pose-conditioned World; TruePoses uses only the poses given,
+    NoPoses none: the same frames as a World never given any."""
+    model = randomized(**SMALL_MEMORY)
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 255, (4, 64, 64, 3), dtype=np.uint8)
+    actions = np.array([0, 2, 2, 1])
+    poses = np.tile(np.array([[3.5, 4.5, 1.0, 0.0]], np.float32), (4, 1))
+    plain = World(model, steps=1, seed=0)
+    assert isinstance(plain.poses, DeadReckoning)
+    plain.reset(frames, actions)
+    true = World(model, steps=1, seed=0, poses=TruePoses())
+    true.reset(frames, actions, poses)
+    true.step(1)
+    assert true.pose is None  # a step without a pose: unknown, not dead-reckoned
+    true.step(1, pose=poses[0])
+    np.testing.assert_array_equal(true.pose, poses[0])
+    blind = World(model, steps=1, seed=0, poses=NoPoses())
+    blind.reset(frames, actions, poses)
+    np.testing.assert_array_equal(blind.step(1), plain.step(1))

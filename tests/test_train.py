@@ -31,7 +31,8 @@ def episodes(tmp_path_factory):
             img = np.full((64, 64, 3), 40, np.uint8)
             img[:, x:x + 6] = (200, 120, 60)
             frames.append(img)
-        save_episode(root / f"ep_{i:08d}.npz", {"image": np.stack(frames), "action": index_to_onehot(actions)})
+        ep = {"image": np.stack(frames), "action": index_to_onehot(actions)}
+        save_episode(root / f"ep_{i:08d}.npz", ep)
     return root
 
 
@@ -130,16 +131,19 @@ def test_latent_model_trains_exports_and_plays_with_its_autoencoder(episodes, tm
     from worldmodel.vae import FrameCodec
 
     vae_run = tmp_path / "vae"
-    assert main(["train-vae", "--size", "tiny", "--data", str(episodes), "--out", str(vae_run), "--steps", "2",
-                 "--ckpt-every", "2", "--batch-size", "4", "--precision", "no"]) == 0
+    assert main(["train-vae", "--size", "tiny", "--data", str(episodes), "--out", str(vae_run),
+                 "--steps", "2", "--ckpt-every", "2", "--batch-size", "4", "--precision", "no"]) == 0
     codec = FrameCodec.from_pretrained(vae_run / "checkpoint" / "vae")
-    assert codec.latent_shape == (8, 8, 4) and codec.scale != 1.0  # latent statistics were measured and stored
+    # latent statistics were measured and stored
+    assert codec.latent_shape == (8, 8, 4) and codec.scale != 1.0
     with pytest.raises(ValueError, match="pass --vae"):
-        main(["train", "--preset", "tiny-latent", "--data", str(episodes), "--out", str(tmp_path / "x"), "--precision", "no"])
+        main(["train", "--preset", "tiny-latent", "--data", str(episodes), "--out", str(tmp_path / "x"),
+              "--precision", "no"])
 
     run = tmp_path / "latent"
-    assert main(["train", "--preset", "tiny-latent", "--vae", str(vae_run / "checkpoint" / "vae"), "--data", str(episodes),
-                 "--out", str(run), "--max-steps", "2", "--sample-every", "0", "--precision", "no"]) == 0
+    assert main(["train", "--preset", "tiny-latent", "--vae", str(vae_run / "checkpoint" / "vae"),
+                 "--data", str(episodes), "--out", str(run), "--max-steps", "2", "--sample-every", "0",
+                 "--precision", "no"]) == 0
     cached = sorted((episodes / "latents" / codec.fingerprint).glob("*.npy"))
     assert len(cached) == 2 and np.load(cached[0]).shape == (24, 8, 8, 4)
     dest = tmp_path / "ckpt"

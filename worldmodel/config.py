@@ -57,7 +57,8 @@ class ModelConfig:
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; expected one of {VARIANTS}")
         if self.frame_size % self.patch_size:
-            raise ValueError(f"frame_size {self.frame_size} is not a multiple of patch_size {self.patch_size}")
+            raise ValueError(f"frame_size {self.frame_size} is not a multiple of patch_size "
+                             f"{self.patch_size}")
         g = self.grid
         for bh, bw in self.block_sizes:
             if g % bh or g % bw:
@@ -174,21 +175,25 @@ PRESETS: dict[str, Preset] = {
                     headdim=32, chunk_size=64),
         TrainConfig(clip_len=32, batch_size=8, lr=1e-3, warmup_steps=100, max_steps=3000,
                     ema_decay=0.995, val_every=200, ckpt_every=100, sample_every=0),
-        "Memory Maze on 8x8x16 latents of the maze autoencoder (`--vae`): 16 tokens/frame, trains on a 2-core CPU",
+        "Memory Maze on 8x8x16 latents of the maze autoencoder (`--vae`): 16 tokens/frame, "
+        "trains on a 2-core CPU",
     ),
     "cpu-pixel": Preset(
-        ModelConfig(d_model=128, n_layers=6, n_heads=4, block_sizes=[[2, 2], [4, 4], [2, 2], [8, 8], [4, 4], [8, 8]],
-                    attn_window=10, d_state=32, headdim=32, chunk_size=64),
+        ModelConfig(d_model=128, n_layers=6, n_heads=4,
+                    block_sizes=[[2, 2], [4, 4], [2, 2], [8, 8], [4, 4], [8, 8]], attn_window=10, d_state=32,
+                    headdim=32, chunk_size=64),
         TrainConfig(clip_len=32, batch_size=4, lr=1e-3, warmup_steps=100, max_steps=2000,
                     ema_decay=0.995, val_every=200, ckpt_every=100, sample_every=500),
-        "Memory Maze 64x64 in pixel space (2.9M params, 64 tokens/frame); ~5x the training time per frame of `cpu` here",
+        "Memory Maze 64x64 in pixels (2.9M params, 64 tokens/frame); ~5x the training time per frame of cpu",
     ),
     "gpu": Preset(
-        ModelConfig(frame_size=8, in_channels=16, patch_size=1, d_model=384, n_layers=12, n_heads=6, attn_window=10,
-                    d_state=64, headdim=64, chunk_size=64, block_sizes=[[2, 2], [4, 4], [2, 2], [8, 8]]),
+        ModelConfig(frame_size=8, in_channels=16, patch_size=1, d_model=384, n_layers=12, n_heads=6,
+                    attn_window=10, d_state=64, headdim=64, chunk_size=64,
+                    block_sizes=[[2, 2], [4, 4], [2, 2], [8, 8]]),
         TrainConfig(clip_len=64, batch_size=32, lr=4e-4, warmup_steps=500, max_steps=8000,
                     curriculum=[[5000, 128]], ema_decay=0.999),
-        "Memory Maze on the autoencoder's 8x8x16 latents (`--vae`), 1x1 patches: 64 tokens/frame; for one H100/H200",
+        "Memory Maze on the autoencoder's 8x8x16 latents (`--vae`), 1x1 patches: 64 tokens/frame; "
+        "for one H100/H200",
     ),
     "paper": Preset(
         ModelConfig(d_model=1024, n_layers=16, n_heads=16, patch_size=4, attn_window=10, d_state=128,

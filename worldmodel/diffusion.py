@@ -15,6 +15,9 @@ Training noise (the paper's long-context scheme): with probability ``prefix_prob
 clean prefix longer than ``prefix_min`` (default half) of the clip is kept at s = 0 and only the
 frames after it are noised and scored; otherwise every frame gets its own independent level
 (diffusion forcing).
+
+Sampling: `DiffusionSampler` makes one frame of a stream (the denoising loop and the commit of
+the frame into the recurrent state); `World` calls it.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ class FlowMatching:
     GAP_SIGMA = 0.7  # the lowest noise level of a memory gap's frames
 
     def __init__(self, prefix_prob: float = 0.5, prev_noise: float = 0.2, self_prev_prob: float = 0.0,
-                 frame_range: float | None = 1.0, pose_drop: float = 0.0, gap_prob: float = 0.0, gap_max: int = 32,
-                 prefix_min: float = 0.5):
+                 frame_range: float | None = 1.0, pose_drop: float = 0.0, gap_prob: float = 0.0,
+                 gap_max: int = 32, prefix_min: float = 0.5):
         # The clean previous frame each frame is conditioned on is, when streaming, the model's own
         # imperfect frame. So in training it gets a noise level drawn from [0, prev_noise], and with
         # probability self_prev_prob per clip it is replaced by the model's own (detached) prediction
@@ -37,7 +40,8 @@ class FlowMatching:
         self.prefix_prob, self.prefix_min = prefix_prob, prefix_min
         self.prev_noise, self.self_prev_prob = prev_noise, self_prev_prob
         self.frame_range = frame_range  # pixels lie in [-1, 1]; latents are unbounded (None)
-        self.pose_drop = pose_drop  # a pose-conditioned model also learns to run without poses (the app has none)
+        # a pose-conditioned model also learns to run without poses (the app has none)
+        self.pose_drop = pose_drop
         # Memory gaps: in this fraction of the clips with a clean prefix, up to gap_max frames right
         # after it are heavily noised (s >= GAP_SIGMA), their clean versions withheld from the frames
         # after them as well. Those frames must then come from further back -- the recurrent state -- as
@@ -56,7 +60,8 @@ class FlowMatching:
         scored = torch.ones(batch, frames, dtype=torch.bool, device=device)
         if frames > 1 and self.prefix_prob > 0:
             use_prefix = torch.rand(batch, device=device, generator=generator) < self.prefix_prob
-            lo = int(frames * self.prefix_min) + 1  # prefix longer than prefix_min of the clip, >= 1 noised frame
+            # prefix longer than prefix_min of the clip, >= 1 noised frame
+            lo = int(frames * self.prefix_min) + 1
             prefix = torch.randint(min(lo, frames - 1), frames, (batch,), device=device, generator=generator)
             in_prefix = torch.arange(frames, device=device)[None] < prefix[:, None]
             in_prefix &= use_prefix[:, None]
@@ -91,7 +96,8 @@ class FlowMatching:
         prev_sigma = torch.rand(B, T, device=x0.device, generator=generator) * self.prev_noise
         prev_eps = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
         prev = self.add_noise(prev, prev_sigma, prev_eps)
-        if self.gap_prob > 0:  # after a heavily noised frame, its noised version is all the next one sees of it
+        # after a heavily noised frame, its noised version is all the next one sees of it
+        if self.gap_prob > 0:
             noisy_before = torch.cat([torch.zeros_like(sigma[:, :1]), sigma[:, :-1]], dim=1) >= self.GAP_SIGMA
             prev = torch.where(noisy_before.reshape(B, T, *([1] * (x0.ndim - 2))),
                                torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1), prev)

@@ -53,7 +53,8 @@ class PoseEmbedding(nn.Module):
         pose = pose.nan_to_num(0.0).float()
         freqs = torch.pi / 8 * 2.0 ** torch.arange(self.FREQS, device=pose.device)
         xy = pose[..., :2, None] * freqs  # (..., 2, F)
-        heading = torch.atan2(pose[..., 3], pose[..., 2])[..., None] * torch.arange(1, self.HARMONICS + 1, device=pose.device)
+        harmonics = torch.arange(1, self.HARMONICS + 1, device=pose.device)
+        heading = torch.atan2(pose[..., 3], pose[..., 2])[..., None] * harmonics
         feats = torch.cat([xy.sin().flatten(-2), xy.cos().flatten(-2), heading.sin(), heading.cos()], dim=-1)
         return self.mlp(feats.to(self.mlp[0].weight.dtype)) * known
 
@@ -80,7 +81,8 @@ class PoseMemory(nn.Module):
         known = ~pose.isnan().any(dim=-1, keepdim=True)
         pose = pose.nan_to_num(0.0).float()
         lattice = torch.arange(self.cells, device=pose.device, dtype=torch.float32)
-        x, y = ((1 - (pose[..., i, None].clamp(0, self.cells - 1) - lattice).abs()).clamp(min=0) for i in (0, 1))
+        x, y = ((1 - (pose[..., i, None].clamp(0, self.cells - 1) - lattice).abs()).clamp(min=0)
+                for i in (0, 1))
         turns = torch.atan2(pose[..., 3], pose[..., 2])[..., None] / (2 * torch.pi) * self.headings
         bins = torch.arange(self.headings, device=pose.device, dtype=torch.float32)
         dist = torch.remainder(turns - bins, self.headings)
@@ -185,7 +187,8 @@ class WorldModel(ModelMixin, ConfigMixin):
         patch = p * p * cfg.in_channels
         # inputs per token: the noisy patch, the previous clean frame's, and the memory's mean + confidence
         self.memory = PoseMemory(cfg.memory_cells, cfg.memory_headings) if cfg.pose_memory else None
-        self.patch_embed = nn.Linear(patch * (1 + cfg.prev_frame_input + cfg.pose_memory) + cfg.pose_memory, d)
+        inputs = patch * (1 + cfg.prev_frame_input + cfg.pose_memory) + cfg.pose_memory
+        self.patch_embed = nn.Linear(inputs, d)
         self.pos_embed = nn.Parameter(torch.randn(cfg.tokens_per_frame, d) * 0.02)
         self.sigma_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.sigma_embed = TimestepEmbedding(256, d)
@@ -202,12 +205,16 @@ class WorldModel(ModelMixin, ConfigMixin):
     # -- state -------------------------------------------------------------------------------
     def init_state(self, batch: int, device=None, dtype=torch.float32) -> dict:
         """The recurrent state before any frame: per layer, SSM state per block and an empty KV window."""
-        state = {str(i): blk.init_state(batch, self.cfg.tokens_per_frame, device, dtype) for i, blk in enumerate(self.blocks)}
         c = self.cfg
+        state = {str(i): blk.init_state(batch, c.tokens_per_frame, device, dtype)
+                 for i, blk in enumerate(self.blocks)}
         if c.prev_frame_input:  # the newest clean frame (zeros before the first)
-            state["prev"] = torch.zeros(batch, 1, c.frame_size, c.frame_size, c.in_channels, device=device, dtype=dtype)
-        if self.memory is not None:  # the map of what was seen where, and the newest frame's pose (to write it)
-            state["memory"] = self.memory.init_state(batch, c.tokens_per_frame, c.patch_size ** 2 * c.in_channels, device)
+            state["prev"] = torch.zeros(batch, 1, c.frame_size, c.frame_size, c.in_channels, device=device,
+                                        dtype=dtype)
+        # the map of what was seen where, and the newest frame's pose (to write it)
+        if self.memory is not None:
+            values = c.patch_size ** 2 * c.in_channels
+            state["memory"] = self.memory.init_state(batch, c.tokens_per_frame, values, device)
             state["prev_pose"] = torch.full((batch, 1, 4), float("nan"), device=device)
         return state
 
@@ -241,7 +248,8 @@ class WorldModel(ModelMixin, ConfigMixin):
         """One vector per frame from its noise level in [0, 1], its action and (if the model takes
         it) the agent's pose."""
         B, T = sigma.shape
-        c = self.sigma_embed(self.sigma_proj(sigma.reshape(-1) * 1000).to(self.pos_embed.dtype)).reshape(B, T, -1)
+        levels = self.sigma_proj(sigma.reshape(-1) * 1000).to(self.pos_embed.dtype)
+        c = self.sigma_embed(levels).reshape(B, T, -1)
         c = c + self.action_embed(action)
         if self.pose_embed is not None and pose is not None:
             c = c + self.pose_embed(pose)

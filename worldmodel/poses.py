@@ -4,7 +4,8 @@ A pose is float32 (x, y, dx, dy): the position in maze cells and the heading's u
 (NaN = unknown). A pose-conditioned model reads its pose-keyed memory at the pose of the frame
 being made; evaluation knows the true poses, a player in the app does not.
 
-- `NoPoses`: the model runs on actions alone (a model without pose input).
+- `NoPoses`: the model runs on actions alone (a model without pose input). `PoseSource` is
+  the interface all three share.
 - `TruePoses`: the poses the caller passes with the context and with each step, nothing more.
 - `DeadReckoning`: as `TruePoses`, and a step taken without a pose gets the pose its action leads
   to in Memory Maze (`worldmodel.odometry`), kept out of walls when reset is given the layout.
@@ -28,8 +29,9 @@ def pose_array(poses, length: int) -> np.ndarray:
     return p
 
 
-class NoPoses:
-    """No poses: every frame is made from actions alone; poses passed in are ignored."""
+class PoseSource:
+    """What a World asks of its pose source. This base knows no poses: every frame is made from
+    actions alone, and poses passed in are only recorded (`NoPoses`)."""
 
     def __init__(self):
         self.pose: np.ndarray | None = None  # the newest frame's pose, if known
@@ -61,7 +63,11 @@ class NoPoses:
         self.layout = state.get("layout")
 
 
-class TruePoses(NoPoses):
+class NoPoses(PoseSource):
+    """No poses: the model runs on actions alone."""
+
+
+class TruePoses(PoseSource):
     """The poses the caller gives: with the context and with each step; a step without one is unknown."""
 
     def context(self, poses, length: int) -> np.ndarray | None:
@@ -112,6 +118,6 @@ class DeadReckoning(TruePoses):
             self.pose = state["pose"].copy()
 
 
-def default_pose_source(pose_cond: bool) -> NoPoses:
+def default_pose_source(pose_cond: bool) -> PoseSource:
     """What a `World` uses unless told otherwise: dead reckoning for a pose-conditioned model."""
     return DeadReckoning() if pose_cond else NoPoses()

@@ -45,7 +45,8 @@ class BlockMamba2(nn.Module):
         self.headdim, self.d_state, self.d_conv, self.chunk_size = headdim, d_state, d_conv, chunk_size
         self.conv_dim = self.d_inner + 2 * d_state
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * d_state + self.n_heads, bias=False)
-        self.conv_weight = nn.Parameter(torch.empty(self.conv_dim, d_conv).uniform_(-1, 1) / math.sqrt(d_conv))
+        conv_weight = torch.empty(self.conv_dim, d_conv).uniform_(-1, 1) / math.sqrt(d_conv)
+        self.conv_weight = nn.Parameter(conv_weight)
         self.conv_bias = nn.Parameter(torch.zeros(self.conv_dim))
         # dt initialised log-uniformly in [dt_min, dt_max] (Mamba's recipe), stored pre-softplus.
         dt = torch.exp(torch.rand(self.n_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
@@ -58,7 +59,8 @@ class BlockMamba2(nn.Module):
     def init_state(self, batch: int, device=None, dtype=torch.float32) -> dict:
         nb = batch * self.n_blocks
         return {"conv": torch.zeros(nb, self.d_conv - 1, self.conv_dim, device=device, dtype=dtype),
-                "ssm": torch.zeros(nb, self.n_heads, self.headdim, self.d_state, device=device, dtype=torch.float32)}
+                "ssm": torch.zeros(nb, self.n_heads, self.headdim, self.d_state, device=device,
+                                   dtype=torch.float32)}
 
     def forward(self, x: torch.Tensor, state: dict | None = None):
         """x: (B, T, G, G, d). Returns the output and the state after the last frame."""
@@ -66,7 +68,8 @@ class BlockMamba2(nn.Module):
         bh, bw = self.block
         u = to_blocks(x, bh, bw)
         z, xbc, dt = self.in_proj(u).split([self.d_inner, self.conv_dim, self.n_heads], dim=-1)
-        xbc, conv_state = ops.causal_conv1d(xbc, self.conv_weight, self.conv_bias, None if state is None else state["conv"])
+        conv = None if state is None else state["conv"]
+        xbc, conv_state = ops.causal_conv1d(xbc, self.conv_weight, self.conv_bias, conv)
         xs, Bm, Cm = F.silu(xbc).split([self.d_inner, self.d_state, self.d_state], dim=-1)
         dt = F.softplus(dt + self.dt_bias)
         A = -torch.exp(self.A_log.float())

@@ -51,7 +51,8 @@ def make_batch(dataset, batch_size: int, seed: int, step: int, micro: int, rank:
     items = [dataset[int(i)] for i in rng.integers(len(dataset), size=batch_size)]
     frames = torch.stack([it["frames"] for it in items]).to(device)
     actions = torch.stack([it["actions"] for it in items]).to(device)
-    x = frames_to_model(frames) if frames.dtype == torch.uint8 else frames.float()  # pixels, or cached latents
+    # pixels, or cached latents
+    x = frames_to_model(frames) if frames.dtype == torch.uint8 else frames.float()
     pose = None
     if "agent_pos" in items[0]:
         pose = torch.stack([torch.cat([it["agent_pos"], it["agent_dir"]], dim=-1) for it in items]).to(device)
@@ -63,7 +64,8 @@ def _clip_dataset(root, clip_len: int, seed: int, codec: FrameCodec | None = Non
 
     dataset = ClipDataset(root, clip_len, seed=seed, samples_per_epoch=10**9, skip_corrupt=True)
     if codec is not None:
-        for path, ep in tqdm(list(zip(dataset.files, dataset.episodes)), desc=f"latents of {root}", leave=False):
+        episodes = list(zip(dataset.files, dataset.episodes))
+        for path, ep in tqdm(episodes, desc=f"latents of {root}", leave=False):
             ep["frames"] = cached_latents(path, ep["frames"], codec)
     return dataset
 
@@ -88,7 +90,8 @@ def cached_latents(path: Path, frames: np.ndarray, codec: FrameCodec) -> np.ndar
     return z
 
 
-def _atomic_checkpoint(out: Path, model, ema, optimizer, scheduler, state: dict, codec: FrameCodec | None = None) -> None:
+def _atomic_checkpoint(out: Path, model, ema, optimizer, scheduler, state: dict,
+                       codec: FrameCodec | None = None) -> None:
     tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp / "model")
@@ -140,7 +143,8 @@ def _find_checkpoint(out: Path) -> Path | None:
 
 
 @torch.no_grad()
-def validation_loss(model, flow: FlowMatching, dataset, batches: int, batch_size: int, device, autocast) -> float:
+def validation_loss(model, flow: FlowMatching, dataset, batches: int, batch_size: int, device,
+                    autocast) -> float:
     """Loss on fixed clips with fixed noise: comparable from one evaluation to the next."""
     model.eval()
     total = 0.0
@@ -153,7 +157,8 @@ def validation_loss(model, flow: FlowMatching, dataset, batches: int, batch_size
     return total / batches
 
 
-def save_sample(path: Path, model, episode_dir, context: int = 16, horizon: int = 16, steps: int = 4, codec=None) -> None:
+def save_sample(path: Path, model, episode_dir, context: int = 16, horizon: int = 16, steps: int = 4,
+                codec=None) -> None:
     from .data.episodes import actions_to_index, load_episode
     from .eval.media import write_video
     from .eval.rollout import rollout_episode
@@ -169,8 +174,8 @@ def save_sample(path: Path, model, episode_dir, context: int = 16, horizon: int 
 
 
 # Flags that override the preset's TrainConfig field of the same name.
-TRAIN_FLAGS = ("batch_size", "max_steps", "lr", "clip_len", "grad_accum", "val_every", "ckpt_every", "sample_every",
-               "gap_prob", "gap_max", "prefix_prob", "prefix_min")
+TRAIN_FLAGS = ("batch_size", "max_steps", "lr", "clip_len", "grad_accum", "val_every", "ckpt_every",
+               "sample_every", "gap_prob", "gap_max", "prefix_prob", "prefix_min")
 LOG_EVERY = 10  # steps between lines of metrics.jsonl
 
 
@@ -181,7 +186,8 @@ def configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
     mcfg = dataclasses.replace(m, variant=args.variant or m.variant,
                                pose_cond=m.pose_cond or args.pose or args.pose_memory,
                                pose_memory=m.pose_memory or args.pose_memory)
-    tcfg = dataclasses.replace(t, **{k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None})
+    given = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
+    tcfg = dataclasses.replace(t, **given)
     if args.clip_len is not None:  # longer curriculum stages are dropped
         tcfg.curriculum = [c for c in tcfg.curriculum if c[1] <= args.clip_len]
     return mcfg, tcfg
@@ -202,7 +208,7 @@ class Trainer:
             cpu=not torch.cuda.is_available(), project_dir=args.out,
             log_with="tensorboard" if importlib.util.find_spec("tensorboard") else None)
         if acc.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-            # share the cores between processes instead of oversubscribing them (an explicit OMP_NUM_THREADS wins)
+            # share the cores between processes instead of oversubscribing them (OMP_NUM_THREADS wins)
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // acc.num_processes))
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -216,10 +222,13 @@ class Trainer:
         if acc.trackers:
             acc.init_trackers("worldmodel")
         t = self.tcfg
-        self.flow = FlowMatching(prefix_prob=t.prefix_prob, prefix_min=t.prefix_min, self_prev_prob=t.self_prev_prob,
-                                 frame_range=None if self.codec is not None else 1.0, pose_drop=t.pose_drop,
+        self.flow = FlowMatching(prefix_prob=t.prefix_prob, prefix_min=t.prefix_min,
+                                 self_prev_prob=t.self_prev_prob, pose_drop=t.pose_drop,
+                                 frame_range=None if self.codec is not None else 1.0,
                                  gap_prob=t.gap_prob, gap_max=t.gap_max)
-        self.val_set = _clip_dataset(args.val_data, t.clip_len, seed=1, codec=self.codec) if args.val_data else None
+        self.val_set = None
+        if args.val_data:
+            self.val_set = _clip_dataset(args.val_data, t.clip_len, seed=1, codec=self.codec)
         self.dataset, self.clip_len = None, None  # built for the step's clip length, in the loop
         if self.main:
             self._describe()
@@ -236,14 +245,16 @@ class Trainer:
         if args.init_from and ckpt is None:
             grown = warm_start(model, args.init_from)
             if self.main:
-                print(f"initialised from {args.init_from}" + (f" (grown: {', '.join(grown)})" if grown else ""))
+                print(f"initialised from {args.init_from}"
+                      + (f" (grown: {', '.join(grown)})" if grown else ""))
         # after any warm start
         self.ema = EMAModel(model.parameters(), decay=tcfg.ema_decay, use_ema_warmup=True, power=3 / 4)
         if ckpt is None:
             return 0
         state = json.loads((ckpt / "trainer_state.json").read_text())
         if state["model_config"] != self.mcfg.to_dict():
-            raise ValueError(f"{ckpt} was trained with another model config; use a new --out or the same preset")
+            raise ValueError(f"{ckpt} was trained with another model config; "
+                             "use a new --out or the same preset")
         model.load_state_dict(WorldModel.from_pretrained(ckpt / "model").state_dict())
         self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
         self.scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
@@ -255,20 +266,22 @@ class Trainer:
     def _describe(self) -> None:
         args, mcfg, tcfg, acc = self.args, self.mcfg, self.tcfg, self.accelerator
         n_params = sum(p.numel() for p in self.raw.parameters())
-        print(f"{args.preset}/{mcfg.variant}: {n_params / 1e6:.2f}M params, {acc.num_processes} process(es) "
-              f"on {acc.device}, precision {args.precision}, batch {tcfg.batch_size} x {tcfg.grad_accum} accum "
-              f"x {acc.num_processes} procs")
+        print(f"{args.preset}/{mcfg.variant}: {n_params / 1e6:.2f}M params, {acc.num_processes} "
+              f"process(es) on {acc.device}, precision {args.precision}, batch {tcfg.batch_size} x "
+              f"{tcfg.grad_accum} accum x {acc.num_processes} procs")
         (self.out / "run_config.json").write_text(json.dumps(
             {"preset": args.preset, "model_config": mcfg.to_dict(), "train_config": tcfg.__dict__,
-             "args": vars(args), "params": n_params, "processes": acc.num_processes, "device": str(acc.device)},
+             "args": vars(args), "params": n_params, "processes": acc.num_processes,
+             "device": str(acc.device)},
             indent=2, default=str))
 
     def checkpoint(self) -> None:
         self.accelerator.wait_for_everyone()
         if self.main:
-            _atomic_checkpoint(self.out, self.raw, self.ema, self.optimizer, self.scheduler, {
-                "step": self.step, "preset": self.args.preset, "model_config": self.mcfg.to_dict(),
-                "wall_seconds": time.time() - self.t_start, "time": time.strftime("%Y-%m-%d %H:%M:%S")}, self.codec)
+            state = {"step": self.step, "preset": self.args.preset, "model_config": self.mcfg.to_dict(),
+                     "wall_seconds": time.time() - self.t_start, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+            _atomic_checkpoint(self.out, self.raw, self.ema, self.optimizer, self.scheduler, state,
+                               self.codec)
 
     def train_step(self) -> tuple[float, float]:
         """One optimizer step (grad_accum micro-steps) on the step's batches; returns loss and grad norm."""
@@ -278,10 +291,12 @@ class Trainer:
             self.dataset = _clip_dataset(self.args.data, self.clip_len, seed=seed, codec=self.codec)
         self.model.train()
         for micro in range(tcfg.grad_accum):
-            x, a, pose = make_batch(self.dataset, tcfg.batch_size, seed, step, micro, acc.process_index, acc.device)
+            rank = acc.process_index
+            x, a, pose = make_batch(self.dataset, tcfg.batch_size, seed, step, micro, rank, acc.device)
             gen = torch.Generator(acc.device).manual_seed(_seed(seed, step, micro, acc.process_index))
             with acc.accumulate(self.model), acc.autocast():
-                loss = self.flow.loss(self.model, x, a, generator=gen, pose=pose if self.mcfg.pose_cond else None)
+                pose = pose if self.mcfg.pose_cond else None
+                loss = self.flow.loss(self.model, x, a, generator=gen, pose=pose)
                 acc.backward(loss)
                 if acc.sync_gradients:
                     grad_norm = acc.clip_grad_norm_(self.model.parameters(), tcfg.grad_clip)
@@ -298,7 +313,8 @@ class Trainer:
         record = None
         if step % LOG_EVERY == 0 or step == tcfg.max_steps:
             now = time.time()
-            record = {"step": step, "loss": loss, "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0],
+            record = {"step": step, "loss": loss, "grad_norm": grad_norm,
+                      "lr": self.scheduler.get_last_lr()[0],
                       "clip_len": self.clip_len, "it_s": (step - self.last_log) / (now - self.last_t),
                       "elapsed_s": now - self.t_start}
             self.last_log, self.last_t = step, now
@@ -319,7 +335,8 @@ class Trainer:
         args, tcfg, main = self.args, self.tcfg, self.main
         self.t_start = self.last_t = time.time()
         deadline = time.time() + args.max_minutes * 60 if args.max_minutes else math.inf
-        self.bar = tqdm(total=tcfg.max_steps, initial=self.step, disable=not main, dynamic_ncols=True, desc="train")
+        self.bar = tqdm(total=tcfg.max_steps, initial=self.step, disable=not main, dynamic_ncols=True,
+                        desc="train")
         self.metrics = open(self.out / "metrics.jsonl", "a") if main else None
         self.last_log = self.step
         if args.stop_at is not None and self.step >= args.stop_at and main:  # a finished stage stays finished
@@ -336,11 +353,14 @@ class Trainer:
             if main and args.val_data and tcfg.sample_every and step % tcfg.sample_every == 0:
                 sample_model = copy.deepcopy(self.raw)
                 self.ema.copy_to(sample_model.parameters())
-                save_sample(self.out / "samples" / f"step_{step:06d}.mp4", sample_model, args.val_data, codec=self.codec)
+                path = self.out / "samples" / f"step_{step:06d}.mp4"
+                save_sample(path, sample_model, args.val_data, codec=self.codec)
             if stop:
                 if main:
-                    why = f"--stop-at {args.stop_at}" if step == args.stop_at else f"--max-minutes {args.max_minutes}"
-                    self.bar.write(f"stopping at step {step}: {why} reached (checkpoint saved; --resume continues)")
+                    why = (f"--stop-at {args.stop_at}" if step == args.stop_at
+                           else f"--max-minutes {args.max_minutes}")
+                    self.bar.write(f"stopping at step {step}: {why} reached "
+                                   "(checkpoint saved; --resume continues)")
                 break
         self.bar.close()
         if self.metrics:
@@ -371,40 +391,41 @@ def export(run: str | Path, dest: str | Path) -> Path:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--preset", default="cpu", help=f"model + recipe preset: {', '.join(PRESETS)} (default: cpu)")
-    p.add_argument("--variant", choices=VARIANTS, help="override the preset's architecture (baselines)")
-    p.add_argument("--data", required=True, help="folder of training episodes (.npz)")
-    p.add_argument("--val-data", help="folder of held-out episodes for validation loss and sample videos")
-    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, samples)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    p.add_argument("--init-from", help="start from this checkpoint folder's weights (fine-tuning; a fresh "
-                                         "optimizer and schedule); ignored when --resume finds a checkpoint")
-    p.add_argument("--pose", action="store_true", help="condition on the agent's pose as well as the action "
-                                                         "(the paper's Memory Maze setup; dropped for --pose-drop of clips)")
-    p.add_argument("--pose-memory", action="store_true", help="add the pose-keyed memory (implies --pose): a map "
-                                                                "from pose to the frames seen there, read when a pose recurs")
-    p.add_argument("--gap-prob", type=float, help="fraction of clean-prefix clips with a memory gap: up to --gap-max "
-                                                   "frames after the prefix heavily noised, so later ones must be recalled")
-    p.add_argument("--gap-max", type=int, help="longest memory gap in frames (default 32)")
-    p.add_argument("--prefix-prob", type=float, help="fraction of clips with a clean prefix (default 0.5; the rest get "
-                                                      "independent noise levels per frame)")
-    p.add_argument("--prefix-min", type=float, help="a clean prefix covers more than this fraction of the clip (default "
-                                                     "0.5); higher puts the scored frames, and gaps, late in long clips")
-    p.add_argument("--vae", help="autoencoder folder (from `worldmodel train-vae`) for presets that work on latents")
-    p.add_argument("--max-steps", type=int, help="override the preset's number of optimizer steps")
-    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
-    p.add_argument("--stop-at", type=int, help="stop (with a checkpoint) at this step; the schedule still "
-                                                "runs to --max-steps, so --resume continues exactly")
-    p.add_argument("--batch-size", type=int, help="clips per process per micro-step")
-    p.add_argument("--grad-accum", type=int, help="micro-steps per optimizer step")
-    p.add_argument("--clip-len", type=int, help="frames per clip (drops longer curriculum stages)")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--precision", choices=("no", "bf16", "fp16"), default="bf16", help="autocast dtype (default bf16)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-every", type=int, help="validation every N steps")
-    p.add_argument("--val-batches", type=int, default=4)
-    p.add_argument("--ckpt-every", type=int, help="checkpoint every N steps")
-    p.add_argument("--sample-every", type=int, help="sample video every N steps (0 = never)")
+    arg = p.add_argument
+    arg("--preset", default="cpu", help=f"model + recipe preset: {', '.join(PRESETS)} (default: cpu)")
+    arg("--variant", choices=VARIANTS, help="override the preset's architecture (baselines)")
+    arg("--data", required=True, help="folder of training episodes (.npz)")
+    arg("--val-data", help="folder of held-out episodes for validation loss and sample videos")
+    arg("--out", required=True, help="run folder (checkpoints, metrics.jsonl, samples)")
+    arg("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    arg("--init-from", help="start from this checkpoint folder's weights (fine-tuning; a fresh optimizer and "
+                            "schedule); ignored when --resume finds a checkpoint")
+    arg("--pose", action="store_true", help="condition on the agent's pose as well as the action (the "
+                                            "paper's Memory Maze setup; dropped in a pose_drop of the clips)")
+    arg("--pose-memory", action="store_true", help="add the pose-keyed memory (implies --pose): a map from "
+                                                   "pose to the frames seen there, read when a pose recurs")
+    arg("--gap-prob", type=float, help="fraction of clean-prefix clips with a memory gap: up to --gap-max "
+                                       "frames after the prefix heavily noised, so later ones are recalled")
+    arg("--gap-max", type=int, help="longest memory gap in frames (default 32)")
+    arg("--prefix-prob", type=float, help="fraction of clips with a clean prefix (default 0.5; the rest get "
+                                          "independent noise levels per frame)")
+    arg("--prefix-min", type=float, help="a clean prefix covers more than this fraction of the clip (default "
+                                         "0.5); higher puts the scored frames, and gaps, late in long clips")
+    arg("--vae", help="autoencoder folder (from `worldmodel train-vae`) for presets that work on latents")
+    arg("--max-steps", type=int, help="override the preset's number of optimizer steps")
+    arg("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    arg("--stop-at", type=int, help="stop (with a checkpoint) at this step; the schedule still runs to "
+                                    "--max-steps, so --resume continues exactly")
+    arg("--batch-size", type=int, help="clips per process per micro-step")
+    arg("--grad-accum", type=int, help="micro-steps per optimizer step")
+    arg("--clip-len", type=int, help="frames per clip (drops longer curriculum stages)")
+    arg("--lr", type=float, help="peak learning rate")
+    arg("--precision", choices=("no", "bf16", "fp16"), default="bf16", help="autocast dtype (default bf16)")
+    arg("--seed", type=int, default=0)
+    arg("--val-every", type=int, help="validation every N steps")
+    arg("--val-batches", type=int, default=4)
+    arg("--ckpt-every", type=int, help="checkpoint every N steps")
+    arg("--sample-every", type=int, help="sample video every N steps (0 = never)")
     return p
 
 

@@ -40,8 +40,10 @@ _COMMON = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBloc
                up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, sample_size=64)
 # Both map 64x64 frames to 8x8 latents (three downsamplings).
 AUTOENCODERS = {
-    "maze": dict(_COMMON, block_out_channels=(32, 64, 128, 128), latent_channels=16, norm_num_groups=16),  # 3.9M params
-    "tiny": dict(_COMMON, block_out_channels=(8, 8, 16, 16), latent_channels=4, norm_num_groups=4),  # tests only
+    # 3.9M params
+    "maze": dict(_COMMON, block_out_channels=(32, 64, 128, 128), latent_channels=16, norm_num_groups=16),
+    # tests only
+    "tiny": dict(_COMMON, block_out_channels=(8, 8, 16, 16), latent_channels=4, norm_num_groups=4),
 }
 
 
@@ -124,19 +126,26 @@ class FrameCodec:
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(..., H, W, 3) pixels in [-1, 1] -> (..., h, w, c) normalised latents (posterior means)."""
         dtype = self.vae.dtype
-        return self._map(lambda f: (self.vae.encode(f.to(dtype)).latent_dist.mode() - self.shift) * self.scale, x).float()
+        def encode(f):
+            return (self.vae.encode(f.to(dtype)).latent_dist.mode() - self.shift) * self.scale
+
+        return self._map(encode, x).float()
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(..., h, w, c) normalised latents -> (..., H, W, 3) pixels in [-1, 1]."""
         dtype = self.vae.dtype
-        return self._map(lambda f: self.vae.decode(f.to(dtype) / self.scale + self.shift).sample, z).float().clamp(-1, 1)
+        def decode(f):
+            return self.vae.decode(f.to(dtype) / self.scale + self.shift).sample
+
+        return self._map(decode, z).float().clamp(-1, 1)
 
 
 # -- training ------------------------------------------------------------------------------
 def _load_frames(root, limit: int | None = None) -> np.ndarray:
     files = episode_files(root)[:limit]
-    return np.concatenate([load_episode(f, keys=("image",))["image"] for f in tqdm(files, desc=f"reading {root}", leave=False)])
+    files = tqdm(files, desc=f"reading {root}", leave=False)
+    return np.concatenate([load_episode(f, keys=("image",))["image"] for f in files])
 
 
 def _pixels(frames: np.ndarray, device) -> torch.Tensor:
@@ -172,7 +181,8 @@ def reconstruction_metrics(vae: AutoencoderKL, frames: np.ndarray, device, batch
 @torch.no_grad()
 def latent_statistics(vae: AutoencoderKL, frames: np.ndarray, device, batch: int = 64) -> tuple[float, float]:
     """Mean and std of the posterior means over `frames` (for shift_factor / scaling_factor)."""
-    zs = [vae.encode(_pixels(frames[i:i + batch], device)).latent_dist.mode().float() for i in range(0, len(frames), batch)]
+    zs = [vae.encode(_pixels(frames[i:i + batch], device)).latent_dist.mode().float()
+          for i in range(0, len(frames), batch)]
     z = torch.cat(zs)
     return z.mean().item(), z.std().item()
 
@@ -185,7 +195,8 @@ def _save(out: Path, vae, optimizer, scheduler, state: dict, stats_frames: np.nd
     vae.save_pretrained(tmp / "vae")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps({**state, "latent_mean": mean, "latent_std": std}, indent=2))
+    state = {**state, "latent_mean": mean, "latent_std": std}
+    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
     old = out / "checkpoint.old"  # swap by renames: an interruption never leaves no checkpoint
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
@@ -215,7 +226,8 @@ def train_vae(args: argparse.Namespace) -> Path:
         step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
     vae, optimizer, scheduler = accelerator.prepare(vae, optimizer, scheduler)
     raw = accelerator.unwrap_model(vae)
-    accelerator.print(f"train-vae: {sum(p.numel() for p in raw.parameters()) / 1e6:.2f}M params, {len(frames)} frames, "
+    params = sum(p.numel() for p in raw.parameters())
+    accelerator.print(f"train-vae: {params / 1e6:.2f}M params, {len(frames)} frames, "
                       f"batch {args.batch_size}, steps {step} -> {args.steps}, on {device}")
     t0, deadline = time.time(), time.time() + 60 * args.max_minutes if args.max_minutes else math.inf
     log = (out / "metrics.jsonl").open("a")
@@ -223,7 +235,8 @@ def train_vae(args: argparse.Namespace) -> Path:
     while step < args.steps and time.time() < deadline:
         rng = np.random.default_rng([args.seed, step])
         x = _pixels(frames[np.sort(rng.choice(len(frames), args.batch_size, replace=False))], device)
-        x = torch.where(torch.from_numpy(rng.random(len(x)) < 0.5).to(device)[:, None, None, None], x, x.flip(-1))
+        flip = torch.from_numpy(rng.random(len(x)) < 0.5).to(device)[:, None, None, None]
+        x = torch.where(flip, x, x.flip(-1))
         with accelerator.autocast():
             posterior = raw.encode(x).latent_dist
             z = posterior.sample(generator=torch.Generator(device).manual_seed(step))
@@ -247,15 +260,18 @@ def train_vae(args: argparse.Namespace) -> Path:
         if step % args.ckpt_every == 0 or step == args.steps:
             with accelerator.autocast():
                 metrics = reconstruction_metrics(raw, val, device)
-            log.write(json.dumps({"step": step, "val_psnr": metrics["psnr"], "val_ssim": metrics["ssim"]}) + "\n")
+            record = {"step": step, "val_psnr": metrics["psnr"], "val_ssim": metrics["ssim"]}
+            log.write(json.dumps(record) + "\n")
             log.flush()
             accelerator.print(f"\nstep {step}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
             with accelerator.autocast():
-                _save(out, raw, optimizer, scheduler, {"step": step, "val": metrics, "data": str(args.data)}, stats_frames, device)
+                state = {"step": step, "val": metrics, "data": str(args.data)}
+                _save(out, raw, optimizer, scheduler, state, stats_frames, device)
     if step % args.ckpt_every and step != args.steps:  # stopped by --max-minutes between checkpoints
         with accelerator.autocast():
             metrics = reconstruction_metrics(raw, val, device)
-            _save(out, raw, optimizer, scheduler, {"step": step, "val": metrics, "data": str(args.data)}, stats_frames, device)
+            state = {"step": step, "val": metrics, "data": str(args.data)}
+            _save(out, raw, optimizer, scheduler, state, stats_frames, device)
     bar.close()
     accelerator.print(f"train-vae: stopped at step {step}; autoencoder in {ckpt / 'vae'}")
     return ckpt / "vae"
@@ -265,13 +281,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="folder of training episodes (*.npz)")
     p.add_argument("--val-data", help="folder of held-out episodes for reconstruction PSNR/SSIM")
     p.add_argument("--out", required=True, help="run folder; the autoencoder lands in OUT/checkpoint/vae")
-    p.add_argument("--size", choices=tuple(AUTOENCODERS), default="maze", help="autoencoder size (default maze; tiny is for tests)")
-    p.add_argument("--steps", type=int, default=1500, help="optimizer steps (default 1500; the cosine follows it)")
+    p.add_argument("--size", choices=tuple(AUTOENCODERS), default="maze",
+                   help="autoencoder size (default maze; tiny is for tests)")
+    p.add_argument("--steps", type=int, default=1500,
+                   help="optimizer steps (default 1500; the cosine follows it)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--kl-weight", type=float, default=1e-6,
-                   help="weight of the per-dimension KL term (default 1e-6; measured: 1e-4 kept the posterior noisy "
-                        "and reconstructions blurred)")
+                   help="weight of the per-dimension KL term (default 1e-6; measured: 1e-4 kept the "
+                        "posterior noisy and reconstructions blurred)")
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint")

@@ -1,20 +1,21 @@
-"""`World`: the one sampling loop of the project. The app, rollouts and evaluation all use it.
+"""`World`: the one streaming engine of the project. The app, rollouts and evaluation all use it.
 
     world = load_world("checkpoints/<name>")            # or a preset name, or None = shipped model
     frame = world.reset(context_frames, context_actions) # uint8 (T,H,W,3), (T,) -> uint8 (H,W,3)
     frame = world.step(action)                          # one new frame
     # a pose-conditioned model (cfg.pose_cond) also takes the agent's pose (x, y, dx, dy) per
-    # frame: reset(..., context_poses=(T, 4)), step(action, pose=(4,)); a step without a pose after
-    # a posed context gets the pose dead-reckoned from the actions (worldmodel.odometry; pass the
-    # maze's layout to reset to keep it out of walls); with no poses at all it runs on actions
+    # frame: reset(..., context_poses=(T, 4)), step(action, pose=(4,)); where each frame's pose
+    # comes from is the world's pose source (worldmodel.poses): by default a step without a pose
+    # after a posed context is dead-reckoned from the actions (pass the maze's layout to reset to
+    # keep it out of walls); with no poses at all it runs on actions
     snap = world.snapshot(); world.restore(snap)
 
-Actions follow the Memory Maze dataset: context_actions[t] led to context_frames[t] (index 0 is
-ignored) and step(a) takes action a from the newest frame. The state is the network's recurrent
-state -- per layer one SSM state per spatial block and a KV cache of the last k frames, and the
-pose-keyed memory's map if the model has one -- so
-time and memory per frame do not depend on how long the game has run (except for the `causal`
-baseline, whose cache keeps every frame by design).
+Actions follow the Memory Maze dataset: context_actions[t] led to context_frames[t] and step(a)
+takes action a from the newest frame. The denoising loop of each frame is the sampler's
+(`diffusion.DiffusionSampler`). The state is the network's recurrent state -- per layer one SSM
+state per spatial block and a KV cache of the last k frames, and the pose-keyed memory's map if
+the model has one -- so time and memory per frame do not depend on how long the game has run
+(except for the `causal` baseline, whose cache keeps every frame by design).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .actions import action_index, action_indices
 from .config import PRESETS, get_preset
 from .diffusion import DiffusionSampler
 from .model import WorldModel
-from .poses import NoPoses, default_pose_source
+from .poses import PoseSource, default_pose_source
 from .vae import FrameCodec, check_codec, frames_from_model, frames_to_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +89,7 @@ class World:
 
     def __init__(self, model: WorldModel, steps: int = 4, device: str | torch.device = "cpu", seed: int = 0,
                  prefill_chunk: int = 64, commit_sigma: float = 0.25, codec: FrameCodec | None = None,
-                 poses: NoPoses | None = None):
+                 poses: PoseSource | None = None):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.cfg = model.cfg
@@ -141,9 +142,11 @@ class World:
         model, the agent's (T, 4) poses, optional, and the maze's `maze_layout` for dead reckoning
         past them); returns the newest frame."""
         frames = np.asarray(context_frames)
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != self.frame_shape or not len(frames):
-            raise ValueError(f"expected context_frames as uint8 of shape (T, {', '.join(map(str, self.frame_shape))}) "
-                             f"with T >= 1, got {frames.dtype} {frames.shape}")
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != self.frame_shape \
+                or not len(frames):
+            shape = ", ".join(map(str, self.frame_shape))
+            raise ValueError(f"expected context_frames as uint8 of shape (T, {shape}) with T >= 1, "
+                             f"got {frames.dtype} {frames.shape}")
         actions = torch.from_numpy(action_indices(context_actions, len(frames))).to(self.device)[None]
         known = self.poses.context(context_poses, len(frames))
         poses = self._pose_tensor(known)
@@ -152,7 +155,8 @@ class World:
         for t in range(0, len(frames), self.prefill_chunk):  # chunked prefill: bounded memory
             sl = slice(t, t + self.prefill_chunk)
             sigma = torch.zeros(1, x[:, sl].shape[1], device=self.device)
-            _, state = self.model(x[:, sl], sigma, actions[:, sl], state, pose=None if poses is None else poses[:, sl])
+            pose = None if poses is None else poses[:, sl]
+            _, state = self.model(x[:, sl], sigma, actions[:, sl], state, pose=pose)
         # Copies: the state tensors are slices of the last prefill chunk's temporaries, which
         # would otherwise stay alive (tens of MB) until the next step.
         state = _unflatten({k: v.clone() for k, v in _flatten(state).items()})
@@ -195,17 +199,19 @@ class World:
             if got is None:
                 raise ValueError(f"snapshot does not match this model: missing {key}")
             # The full-attention baseline's cache grows along dim 2; everything else must match exactly.
-            same = got.dim() == ref.dim() and all(g == r or (self.cfg.window is None and i == 2 and ".attn." in key)
+            grows = self.cfg.window is None and ".attn." in key
+            same = got.dim() == ref.dim() and all(g == r or (grows and i == 2)
                                                   for i, (g, r) in enumerate(zip(got.shape, ref.shape)))
             if not same or got.dtype != ref.dtype:
-                raise ValueError(f"snapshot does not match this model: {key} is {tuple(got.shape)} {got.dtype}, "
-                                 f"expected {tuple(ref.shape)} {ref.dtype}")
+                raise ValueError(f"snapshot does not match this model: {key} is {tuple(got.shape)} "
+                                 f"{got.dtype}, expected {tuple(ref.shape)} {ref.dtype}")
         extra = set(k for k in snap if k.startswith("state.")) - set(expected)
         if extra:
             raise ValueError(f"snapshot does not match this model: unexpected {sorted(extra)[:3]}")
         last = snap.get("meta.last_frame")
         if last is None or tuple(last.shape) != self.frame_shape or last.dtype != torch.uint8:
-            raise ValueError(f"snapshot does not match this model: meta.last_frame must be uint8 {self.frame_shape}")
+            raise ValueError("snapshot does not match this model: meta.last_frame must be uint8 "
+                             f"{self.frame_shape}")
         self._state = _unflatten({k: v.to(self.device) for k, v in snap.items()})
         self._last = last.cpu().numpy().copy()
         self.frames_seen = int(snap["meta.frames_seen"])
@@ -215,7 +221,8 @@ class World:
                                if k in ("meta.odometry", "meta.pose", "meta.layout")})
 
     def save_state(self, path: str | Path) -> None:
-        save_file(self.snapshot(), str(path), metadata={"format": "worldmodel-snapshot", "model": json.dumps(self.cfg.to_dict())})
+        meta = {"format": "worldmodel-snapshot", "model": json.dumps(self.cfg.to_dict())}
+        save_file(self.snapshot(), str(path), metadata=meta)
 
     def load_state(self, path: str | Path) -> None:
         try:
@@ -238,8 +245,8 @@ def load_model(path_or_preset: str | Path | None = None) -> WorldModel:
     if path_or_preset is None:
         path_or_preset = DEFAULT_CHECKPOINT
         if not (Path(path_or_preset) / "config.json").exists():
-            raise ValueError(f"the shipped checkpoint {path_or_preset} is missing; pass a checkpoint folder or a preset "
-                             f"name ({', '.join(PRESETS)})")
+            raise ValueError(f"the shipped checkpoint {path_or_preset} is missing; pass a checkpoint folder "
+                             f"or a preset name ({', '.join(PRESETS)})")
     path = Path(path_or_preset)
     if path.is_dir():
         if not (path / "config.json").exists():
@@ -251,7 +258,8 @@ def load_model(path_or_preset: str | Path | None = None) -> WorldModel:
             raise ValueError(f"{path} does not hold a matching worldmodel checkpoint: {e}") from e
     if str(path_or_preset) in PRESETS:
         return WorldModel(get_preset(str(path_or_preset)).model.to_dict())
-    raise ValueError(f"{path_or_preset!r} is neither a checkpoint folder nor a preset name ({', '.join(PRESETS)})")
+    raise ValueError(f"{path_or_preset!r} is neither a checkpoint folder nor a preset name "
+                     f"({', '.join(PRESETS)})")
 
 
 def _sha256(path: Path) -> str:
@@ -279,10 +287,12 @@ def codec_folder(checkpoint: str | Path) -> Path | None:
         raise ValueError(f"{ref} must be JSON {{\"path\": ..., \"sha256\": ...}}: {e}") from e
     weights = folder / "diffusion_pytorch_model.safetensors"
     if not (weights.exists() and (folder / "config.json").exists()):
-        raise ValueError(f"{ref} names the autoencoder folder {folder}, which has no config.json and {weights.name}")
+        raise ValueError(f"{ref} names the autoencoder folder {folder}, which has no config.json and "
+                         f"{weights.name}")
     found = _sha256(weights)
     if found != expected:
-        raise ValueError(f"{ref} expects the autoencoder {weights} with sha256 {expected}, but that file has {found}")
+        raise ValueError(f"{ref} expects the autoencoder {weights} with sha256 {expected}, "
+                         f"but that file has {found}")
     return folder
 
 
@@ -292,6 +302,8 @@ def load_codec(path_or_preset: str | Path | None = None) -> FrameCodec | None:
     return None if folder is None else FrameCodec.from_pretrained(folder)
 
 
-def load_world(path_or_preset: str | Path | None = None, device: str = "auto", steps: int = 4, seed: int = 0) -> World:
+def load_world(path_or_preset: str | Path | None = None, device: str = "auto", steps: int = 4,
+               seed: int = 0) -> World:
     """A `World` over a checkpoint folder (default: the shipped one) or an untrained preset."""
-    return World(load_model(path_or_preset), steps=steps, device=device, seed=seed, codec=load_codec(path_or_preset))
+    return World(load_model(path_or_preset), steps=steps, device=device, seed=seed,
+                 codec=load_codec(path_or_preset))

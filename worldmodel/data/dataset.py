@@ -42,8 +42,8 @@ class ClipDataset(torch.utils.data.Dataset):
     with it, the dataset has that many items, each a clip drawn at random from (seed, epoch,
     index): reproducible, and new draws after set_epoch."""
 
-    def __init__(self, root_or_files, clip_len: int, frame_skip: int = 1, samples_per_epoch: int | None = None,
-                 seed: int = 0, skip_corrupt: bool = False):
+    def __init__(self, root_or_files, clip_len: int, frame_skip: int = 1,
+                 samples_per_epoch: int | None = None, seed: int = 0, skip_corrupt: bool = False):
         if clip_len < 1 or frame_skip < 1:
             raise ValueError("clip_len and frame_skip must be >= 1")
         self.clip_len, self.frame_skip = clip_len, frame_skip
@@ -60,7 +60,8 @@ class ClipDataset(torch.utils.data.Dataset):
                 warnings.warn(f"skipping {e}")
                 continue
             if len(ep["frames"]) < self.span:
-                warnings.warn(f"skipping {path}: {len(ep['frames'])} frames, shorter than a clip ({self.span})")
+                warnings.warn(f"skipping {path}: {len(ep['frames'])} frames, "
+                              f"shorter than a clip ({self.span})")
                 continue
             self.files.append(path)
             self.episodes.append(ep)
@@ -96,5 +97,6 @@ class ClipDataset(torch.utils.data.Dataset):
             index = int(np.random.default_rng([self.seed, self.epoch, index]).integers(self.num_clips))
         episode, start = self.clip_at(index)
         window = slice(start, start + self.span, self.frame_skip)
-        item = {k: torch.from_numpy(np.ascontiguousarray(v[window])) for k, v in self.episodes[episode].items()}
+        episode_arrays = self.episodes[episode].items()
+        item = {k: torch.from_numpy(np.ascontiguousarray(v[window])) for k, v in episode_arrays}
         return dict(item, episode=episode, start=start)

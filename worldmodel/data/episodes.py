@@ -23,8 +23,8 @@ KEYS = ("image", "action", "reward", "agent_pos", "agent_dir", "maze_layout", "t
 SCALARS = ("context_len",)  # per-episode values, no time axis
 # Per-frame shape of known keys (None: any size on that axis).
 FRAME_SHAPES = {"image": (None, None, 3), "action": (NUM_ACTIONS,), "reward": (), "agent_pos": (2,),
-                "agent_dir": (2,), "maze_layout": (None, None), "targets_pos": (None, 2), "targets_vec": (None, 2),
-                "target_pos": (2,), "target_vec": (2,), "target_color": (3,)}
+                "agent_dir": (2,), "maze_layout": (None, None), "targets_pos": (None, 2),
+                "targets_vec": (None, 2), "target_pos": (2,), "target_vec": (2,), "target_color": (3,)}
 
 
 def index_to_onehot(actions) -> np.ndarray:
@@ -75,7 +75,8 @@ def validate_episode(ep: dict, name: str = "episode", partial: bool = False) -> 
         want = FRAME_SHAPES.get(key)
         if want is not None and (len(want) != value.ndim - 1 or
                                  any(w is not None and w != s for w, s in zip(want, value.shape[1:]))):
-            shape = ", ".join("T" if i == 0 else "*" if w is None else str(w) for i, w in enumerate((None, *want)))
+            shape = ", ".join("T" if i == 0 else "*" if w is None else str(w)
+                              for i, w in enumerate((None, *want)))
             raise ValueError(f"{name}: key {key!r} has shape {value.shape}, expected ({shape})")
     if frames == 0:
         raise ValueError(f"{name}: no frames")
@@ -151,7 +152,8 @@ class EpisodeRecorder:
         return len(self.actions) + 1
 
     def episode(self) -> dict:
-        ep = {"image": np.stack(self.frames["image"]).astype(np.uint8), "action": index_to_onehot(self.actions)}
+        ep = {"image": np.stack(self.frames["image"]).astype(np.uint8),
+              "action": index_to_onehot(self.actions)}
         for k in self.keys:
             if k != "image":
                 value = np.stack(self.frames[k])

@@ -123,7 +123,8 @@ def generate_episodes(out: str | Path, maze: str = "9x9", episodes: int = 1, len
     if maze not in MAZE_SIZES:
         raise ValueError(f"unknown maze {maze!r}: one of {', '.join(MAZE_SIZES)}")
     if kind not in KINDS or policy not in POLICY_NAMES:
-        raise ValueError(f"kind must be one of {KINDS} and policy one of {POLICY_NAMES}, got {kind!r}, {policy!r}")
+        raise ValueError(f"kind must be one of {KINDS} and policy one of {POLICY_NAMES}, "
+                         f"got {kind!r}, {policy!r}")
     length = EPISODE_LENGTH[maze] if length is None else int(length)
     if length < 1 or episodes < 1 or workers < 1:
         raise ValueError("length, episodes and workers must be >= 1")
@@ -148,8 +149,8 @@ def generate_episodes(out: str | Path, maze: str = "9x9", episodes: int = 1, len
     _write_manifest(out, manifest)  # settings first: an interrupted run still guards its folder
 
     t0 = time.perf_counter()
-    bar = tqdm(total=len(todo) * length, unit="frame", desc=f"{kind} {maze}", disable=not progress or not todo,
-               dynamic_ncols=True, smoothing=0.05)
+    bar = tqdm(total=len(todo) * length, unit="frame", desc=f"{kind} {maze}",
+               disable=not progress or not todo, dynamic_ncols=True, smoothing=0.05)
     try:
         if todo and workers == 1:
             from .env import MazeEnv
@@ -190,7 +191,8 @@ def generate_episodes(out: str | Path, maze: str = "9x9", episodes: int = 1, len
 # -- command line ------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options of `worldmodel generate-data`."""
-    parser.add_argument("--out", required=True, help="output folder (one ep_SEED.npz per episode + manifest.json)")
+    parser.add_argument("--out", required=True,
+                        help="output folder (one ep_SEED.npz per episode + manifest.json)")
     parser.add_argument("--maze", default="9x9", choices=MAZE_SIZES, help="maze size")
     parser.add_argument("--episodes", type=int, default=1, help="number of episodes")
     parser.add_argument("--length", type=int, default=None,
@@ -198,10 +200,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              f"({', '.join(f'{m}: {n}' for m, n in EPISODE_LENGTH.items())})")
     parser.add_argument("--seed", type=int, default=0, help="episode i uses seed SEED+i (maze and policy)")
     parser.add_argument("--kind", default="explore", choices=KINDS,
-                        help="explore: training data; revisit: look around, go away, come back (retrieval "
-                             "evaluation); reasoning: exploration with a context split (reasoning evaluation)")
+                        help="explore: training data; revisit: look around, go away, come back "
+                             "(retrieval evaluation); reasoning: exploration with a context split "
+                             "(reasoning evaluation)")
     parser.add_argument("--policy", default="explorer", choices=POLICY_NAMES,
-                        help="explorer: shortest paths to random far cells with look-arounds; random: random actions")
+                        help="explorer: shortest paths to random far cells with look-arounds; "
+                             "random: random actions")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="parallel processes (~1.6 GB of memory each)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

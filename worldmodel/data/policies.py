@@ -119,7 +119,8 @@ class PathFollower:
                 raise ValueError(f"cell {self.goal} cannot be reached from {cell}")
         i = self._i
         goal = _center(self.goal)
-        if i == len(self.path) - 1 and math.hypot(agent_pos[0] - goal[0], agent_pos[1] - goal[1]) < self.radius:
+        near = math.hypot(agent_pos[0] - goal[0], agent_pos[1] - goal[1]) < self.radius
+        if i == len(self.path) - 1 and near:
             return None  # at the end of the path (a route may pass the goal cell before)
         j = min(i + 1, len(self.path) - 1)
         if j > i:  # along a straight corridor, and near its centre line, aim further: full speed
