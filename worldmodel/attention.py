@@ -27,7 +27,8 @@ class FrameLocalAttention(nn.Module):
     def init_state(self, batch: int, tokens: int, device=None, dtype=torch.float32) -> dict:
         frames = 0 if self.window is None else self.window
         shape = (batch, self.n_heads, frames, tokens, self.head_dim)
-        return {"k": torch.zeros(shape, device=device, dtype=dtype), "v": torch.zeros(shape, device=device, dtype=dtype),
+        return {"k": torch.zeros(shape, device=device, dtype=dtype),
+                "v": torch.zeros(shape, device=device, dtype=dtype),
                 "valid": torch.zeros(batch, frames, dtype=torch.bool, device=device),
                 "frame": torch.zeros((), dtype=torch.long, device=device)}  # index of the next frame
 
