@@ -6,11 +6,16 @@ action[t] led to image[t] and row 0 is all zeros; `reward` (T+1,); and the globa
 `agent_pos`, `agent_dir`, `maze_layout`, `targets_pos`, `targets_vec`, `target_pos`, `target_vec`,
 `target_color`. Evaluation episodes add a scalar `context_len` (frames the model is given).
 Only `image` and `action` are required, so that recordings without poses are episodes too.
+
+`load_episode` reads every member's .npy header (shape, dtype) before any array, so an upload is
+checked against `max_frames` / `max_bytes` (e.g. MAX_UPLOAD_FRAMES, MAX_UPLOAD_BYTES) before it
+costs memory: a small compressed file can hold gigabytes of frames.
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +30,10 @@ SCALARS = ("context_len",)  # per-episode values, no time axis
 FRAME_SHAPES = {"image": (None, None, 3), "action": (NUM_ACTIONS,), "reward": (), "agent_pos": (2,),
                 "agent_dir": (2,), "maze_layout": (None, None), "targets_pos": (None, 2),
                 "targets_vec": (None, 2), "target_pos": (2,), "target_vec": (2,), "target_color": (3,)}
+
+# What an app should accept from a user's file: a 15x15 episode is 4,001 frames (49 MB of images)
+MAX_UPLOAD_FRAMES = 10_000
+MAX_UPLOAD_BYTES = 256 << 20  # of arrays as loaded (and of the file)
 
 
 def index_to_onehot(actions) -> np.ndarray:
@@ -53,43 +62,72 @@ def episode_poses(ep: dict) -> np.ndarray | None:
     return poses
 
 
-def validate_episode(ep: dict, name: str = "episode", partial: bool = False) -> None:
-    """Raise ValueError('{name}: ...') unless `ep` is a well-formed episode (see module doc);
-    `partial`: some keys were not read, so check only those present."""
-    missing = [] if partial else [k for k in REQUIRED if k not in ep]
+def check_shapes(specs: dict, name: str = "episode", partial: bool = False) -> int:
+    """The keys, shapes and dtypes of an episode, {key: (shape, dtype)} (arrays or .npy headers):
+    ValueError('{name}: ...') unless they are as the module doc says. Returns the frame count."""
+    missing = [] if partial else [k for k in REQUIRED if k not in specs]
     if missing:
         raise ValueError(f"{name}: missing key(s) {missing}")
     frames = None
-    for key, value in ep.items():
-        value = np.asarray(value)
+    for key, (shape, dtype) in specs.items():
+        if np.dtype(dtype).kind in "OVM":
+            raise ValueError(f"{name}: key {key!r} holds {np.dtype(dtype)}, expected numbers")
         if key in SCALARS:
-            if value.shape != ():
-                raise ValueError(f"{name}: key {key!r} must be a scalar, got shape {value.shape}")
+            if shape != ():
+                raise ValueError(f"{name}: key {key!r} must be a scalar, got shape {shape}")
             continue
-        if value.ndim == 0:
+        if len(shape) == 0:
             raise ValueError(f"{name}: key {key!r} has no time axis")
         if frames is None:
-            frames = len(value)
-        elif len(value) != frames:
-            raise ValueError(f"{name}: key {key!r} has {len(value)} frames, other keys {frames}")
+            frames = shape[0]
+        elif shape[0] != frames:
+            raise ValueError(f"{name}: key {key!r} has {shape[0]} frames, other keys {frames}")
         want = FRAME_SHAPES.get(key)
-        if want is not None and (len(want) != value.ndim - 1 or
-                                 any(w is not None and w != s for w, s in zip(want, value.shape[1:]))):
-            shape = ", ".join("T" if i == 0 else "*" if w is None else str(w)
-                              for i, w in enumerate((None, *want)))
-            raise ValueError(f"{name}: key {key!r} has shape {value.shape}, expected ({shape})")
+        if want is not None and (len(want) != len(shape) - 1 or
+                                 any(w is not None and w != s for w, s in zip(want, shape[1:]))):
+            expected = ", ".join("T" if i == 0 else "*" if w is None else str(w)
+                                 for i, w in enumerate((None, *want)))
+            raise ValueError(f"{name}: key {key!r} has shape {shape}, expected ({expected})")
     if frames == 0:
         raise ValueError(f"{name}: no frames")
-    if "image" in ep and np.asarray(ep["image"]).dtype != np.uint8:
-        raise ValueError(f"{name}: key 'image' must be uint8, got {np.asarray(ep['image']).dtype}")
+    if "image" in specs and np.dtype(specs["image"][1]) != np.uint8:
+        raise ValueError(f"{name}: key 'image' must be uint8, got {np.dtype(specs['image'][1])}")
+    return frames or 0
+
+
+def validate_episode(ep: dict, name: str = "episode", partial: bool = False) -> None:
+    """Raise ValueError('{name}: ...') unless `ep` is a well-formed episode (see module doc);
+    `partial`: some keys were not read, so check only those present."""
+    ep = {k: np.asarray(v) for k, v in ep.items()}
+    frames = check_shapes({k: (v.shape, v.dtype) for k, v in ep.items()}, name, partial)
     if "action" in ep:
-        action = np.asarray(ep["action"])
+        action = ep["action"]
         ok = (((action == 0) | (action == 1)).all(axis=1)) & (action.sum(axis=1) == 1)
         ok[0] |= not action[0].any()  # nothing led to the first frame
         if not ok.all():
             raise ValueError(f"{name}: key 'action' row {int(np.argmin(ok))} is not one-hot")
-    if "context_len" in ep and frames is not None and not 0 < int(ep["context_len"]) <= frames:
+    for key, value in ep.items():  # NaN may mean unknown (a pose); an infinity is never a value
+        if value.dtype.kind == "f" and np.isinf(value).any():
+            raise ValueError(f"{name}: key {key!r} holds infinite values")
+    if "context_len" in ep and not 0 < int(ep["context_len"]) <= frames:
         raise ValueError(f"{name}: context_len {int(ep['context_len'])} outside 1..{frames}")
+
+
+def episode_header(path: str | Path) -> dict[str, tuple[tuple, np.dtype]]:
+    """{key: (shape, dtype)} of an .npz episode from each member's .npy header: no array is read.
+    Raises what zipfile / numpy raise for a file that is no such archive (load_episode wraps it)."""
+    specs = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                raise ValueError(f"member {info.filename!r} is not an .npy array")
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+            specs[info.filename[:-len(".npy")]] = (tuple(shape), dtype)
+    return specs
 
 
 def save_episode(path: str | Path, ep: dict, compress: bool = True) -> Path:
@@ -109,27 +147,46 @@ def save_episode(path: str | Path, ep: dict, compress: bool = True) -> Path:
     return path
 
 
-def load_episode(path: str | Path, keys=None) -> dict:
+def load_episode(path: str | Path, keys=None, max_frames: int | None = None, max_bytes: int | None = None,
+                 name: str | None = None) -> dict:
     """Read an episode (all keys, or only `keys`) fully into memory and check it. Any problem
-    (truncated or corrupt file, missing key, wrong shape) is a ValueError naming the file."""
+    (truncated or corrupt file, missing key, wrong shape, more than `max_frames` frames or
+    `max_bytes` of file or of arrays) is a ValueError naming the file as `name` (default: its path;
+    an app passes the upload's own name, not the server's temporary path). The limits are checked
+    on the headers, before any array is read."""
     path = Path(path)
+    name = str(path) if name is None else name
+
+    def check_header(data) -> list[str]:
+        specs = episode_header(path)
+        wanted = list(data.files) if keys is None else list(keys)
+        missing = [k for k in (REQUIRED if keys is None else wanted) if k not in specs]
+        if missing:
+            raise ValueError(f"{name}: missing key(s) {missing}")
+        specs = {k: specs[k] for k in wanted}
+        frames = check_shapes(specs, name, partial=keys is not None)
+        size = sum(int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
+                   for shape, dtype in specs.values())
+        if max_frames is not None and frames > max_frames:
+            raise ValueError(f"{name}: {frames} frames, more than the {max_frames} accepted")
+        if max_bytes is not None and max(size, path.stat().st_size) > max_bytes:
+            raise ValueError(f"{name}: {max(size, path.stat().st_size) / 2**20:.1f} MiB of arrays or "
+                             f"file, more than the {max_bytes / 2**20:.0f} MiB accepted")
+        return wanted
+
     try:
         with np.load(path, allow_pickle=False) as data:
             if not isinstance(data, np.lib.npyio.NpzFile):
                 raise ValueError("not an .npz archive")
-            names = set(data.files)
-            wanted = list(data.files) if keys is None else list(keys)
-            missing = [k for k in (REQUIRED if keys is None else wanted) if k not in names]
-            if missing:
-                raise ValueError(f"{path}: missing key(s) {missing}")
-            ep = {k: data[k] for k in wanted}  # reads every byte: zip CRCs catch corruption
+            ep = {k: data[k] for k in check_header(data)}  # reads every byte: zip CRCs catch corruption
     except ValueError as e:
-        if str(path) in str(e):
+        if str(e).startswith(name):
             raise
-        raise ValueError(f"{path}: unreadable episode file ({e})") from e
+        raise ValueError(f"{name}: unreadable episode file ({e})".replace(str(path), name)) from None
     except Exception as e:  # BadZipFile, zlib.error, EOFError, OSError ...: all "unreadable"
-        raise ValueError(f"{path}: unreadable episode file ({type(e).__name__}: {e})") from e
-    validate_episode(ep, str(path), partial=keys is not None)
+        why = f"{type(e).__name__}: {e}".replace(str(path), name)
+        raise ValueError(f"{name}: unreadable episode file ({why})") from None
+    validate_episode(ep, name, partial=keys is not None)
     return ep
 
 
