@@ -143,8 +143,10 @@ class Session:
         cls, path: str | Path, frames: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """The first `frames` frames of an episode file, their actions and poses, and the maze's
-        layout (ValueError if unreadable)."""
-        ep = episodes.load_episode(path)
+        layout (ValueError if unreadable or too large: its headers are read first; messages name the
+        file, not the server's temporary path)."""
+        ep = episodes.load_episode(path, max_frames=episodes.MAX_UPLOAD_FRAMES,
+                                   max_bytes=episodes.MAX_UPLOAD_BYTES, name=Path(path).name)
         n = min(frames, len(ep["image"]))
         poses = episodes.episode_poses(ep)
         layout = ep["maze_layout"][n - 1] if "maze_layout" in ep else None
