@@ -394,3 +394,100 @@ def test_eval_freeplay_protocol(revisit, tmp_path):
     assert all(len(e["truth_sharpness"]) == 60 for e in res["episodes"])
     assert set(res["verdict"]["posed"]) >= {"worst_gain_db", "worst_sharpness_ratio", "collapsed", "holds"}
     assert (out / "freeplay.png").exists() and "Free play, per 50" in (out / "results.md").read_text()
+
+
+def test_paper_reversed_plan_and_splits():
+    """paper-retrieval replays the context backwards (generated frame i is context frame C-1-i);
+    step 0 stays put, step i undoes the context's action C-i as the chosen mode says."""
+    from worldmodel.actions import FORWARD, FORWARD_LEFT, FORWARD_RIGHT, NOOP, RIGHT
+    from worldmodel.eval import paper
+
+    assert paper.reversed_order(5, 3).tolist() == [0, 1, 2, 3, 4, 4, 3, 2]
+    assert paper.reversed_order(3, 3).tolist() == [0, 1, 2, 2, 1, 0]
+    actions = np.array([NOOP, FORWARD, LEFT, RIGHT, FORWARD_LEFT, FORWARD_RIGHT])
+    assert paper.reverse_actions(actions, 6, 5, "mirror").tolist() == [NOOP, FORWARD_LEFT, FORWARD_RIGHT,
+                                                                       LEFT, RIGHT]
+    assert paper.reverse_actions(actions, 6, 5, "turns").tolist() == [NOOP, LEFT, RIGHT, LEFT, RIGHT]
+    assert paper.reverse_actions(actions, 6, 6, "noop").tolist() == [NOOP] * 6
+    assert paper.reverse_actions(actions, 3, 3, "mirror").tolist() == [NOOP, RIGHT, FORWARD]
+    with pytest.raises(ValueError, match="horizon <= context"):
+        paper.reversed_order(3, 4)
+    with pytest.raises(ValueError, match="unknown reverse-actions mode"):
+        paper.reverse_actions(actions, 6, 2, "back")
+    assert paper.split("paper-retrieval", None, None, 2001) == (400, 400)
+    assert paper.split("paper-reasoning", None, None, 2001) == (576, 224)
+    assert paper.split("paper-reasoning", 40, 10, 81) == (40, 10)
+    with pytest.raises(ValueError, match="does not fit"):
+        paper.split("paper-reasoning", None, None, 81)
+    with pytest.raises(ValueError, match="does not fit"):
+        paper.split("paper-retrieval", 30, 31, 81)
+
+
+def _paper_eval(folder, ckpt, out, protocol, *extra):
+    assert main(["eval", "--checkpoints", f"posed={ckpt}", "--episodes", str(folder), "--protocol", protocol,
+                 "--limit", "1", "--steps", "1", "--videos", "1", "--scale", "1", "--no-progress",
+                 "--out", str(out), *extra]) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def test_eval_paper_retrieval_scores_the_context_reversed(revisit, tmp_path):
+    """Ground truth of generated frame i is context frame C-1-i; the recall distance is measured
+    along the replayed trajectory; the reversed-motion actions are recorded and reach the model."""
+    from helpers import randomized
+
+    from worldmodel.data.trajectories import recall_distance
+
+    folder, paths = revisit
+    ckpt = tmp_path / "posed"
+    randomized(pose_cond=True).save_pretrained(ckpt)
+    c, h = 30, 20
+    runs = {mode: _paper_eval(folder, ckpt, tmp_path / mode, "paper-retrieval", "--context", str(c),
+                              "--horizon", str(h), "--reverse-actions", mode) for mode in ("mirror", "noop")}
+    res = runs["mirror"]
+    ep, truth = res["episodes"][0], load_episode(paths[0])
+    assert (ep["context"], ep["horizon"]) == (c, h) and res["settings"]["reverse_actions"] == "mirror"
+    assert "closest context view" not in res["references"]  # it would be the ground truth itself
+    backwards = truth["image"][c - 1::-1][:h]
+    ref = frame_metrics(np.repeat(truth["image"][c - 1:c], h, 0), backwards)
+    np.testing.assert_allclose(ep["metrics"]["repeat last frame"]["psnr"], ref["psnr"])
+    assert ep["metrics"]["repeat last frame"]["psnr"][0] == PSNR_CAP_DB  # frame 0 is context frame C-1
+    sheet = iio.imread(tmp_path / "mirror" / "rollouts.png")  # ground truth on top, 12 columns, x2
+    assert np.array_equal(sheet[:128:2, :128:2], truth["image"][c - 1])
+    assert np.array_equal(sheet[:128:2, -128::2], truth["image"][c - h])
+    order = np.r_[np.arange(c), c - 1 - np.arange(h)]
+    expected = recall_distance(truth["agent_pos"][order], truth["agent_dir"][order], c)
+    assert ep["recall_distance"] == expected.tolist()
+    assert all(0 < d <= 2 * i + 1 for i, d in enumerate(ep["recall_distance"]))
+    assert runs["noop"]["settings"]["reverse_actions"] == "noop"
+    assert ep["metrics"]["posed"]["psnr"] != runs["noop"]["episodes"][0]["metrics"]["posed"]["psnr"]
+    assert "replay the context's poses in reverse" in (tmp_path / "mirror" / "results.md").read_text()
+    with pytest.raises(ValueError, match="dead-reckon"):
+        _paper_eval(folder, ckpt, tmp_path / "x", "paper-retrieval", "--context", "30", "--dead-reckon")
+
+
+def test_eval_paper_reasoning_with_true_and_dead_reckoned_poses(revisit, tmp_path):
+    """paper-reasoning: the context, then new movement; with --dead-reckon the generated frames'
+    poses come from the actions, recorded in the settings; the tables put both beside the paper."""
+    from helpers import randomized
+
+    from worldmodel.eval import paper
+
+    folder, paths = revisit
+    ckpt = tmp_path / "posed"
+    randomized(pose_cond=True).save_pretrained(ckpt)
+    split = ("--context", "40", "--horizon", "10")
+    true = _paper_eval(folder, ckpt, tmp_path / "true", "paper-reasoning", *split)
+    dead = _paper_eval(folder, ckpt, tmp_path / "dead", "paper-reasoning", *split, "--dead-reckon")
+    assert (true["settings"]["poses"], dead["settings"]["poses"]) == ("all", "context, then dead-reckoned")
+    ep, truth = true["episodes"][0], load_episode(paths[0])["image"]
+    assert (ep["context"], ep["horizon"]) == (40, 10) and "closest context view" in true["references"]
+    ref = frame_metrics(np.repeat(truth[39:40], 10, 0), truth[40:50])
+    np.testing.assert_allclose(ep["metrics"]["repeat last frame"]["psnr"], ref["psnr"])
+    assert ep["metrics"]["posed"]["psnr"] != dead["episodes"][0]["metrics"]["posed"]["psnr"]
+    assert paper.main(["--reasoning", str(tmp_path / "true" / "results.json"), "--dead-reckoned",
+                       str(tmp_path / "dead" / "results.json"), "--out", str(tmp_path / "t.md")]) == 0
+    text = (tmp_path / "t.md").read_text()
+    assert "| paper: Block-wise SSM + frame-local attention (~200M) | 0.855 | 0.099 | 28.2 | -- | -- |" \
+        in text
+    row, psnr = dead["summary"]["all"]["posed"], true["summary"]["all"]["posed"]["psnr"]
+    assert f"| {psnr:.1f} | {row['ssim']:.3f} | {row['psnr']:.1f} |" in text

@@ -13,6 +13,9 @@ The protocol is chosen by `--protocol` or by the `kind` in the episode folder's 
 - freeplay: exploration episodes; 32 context frames with poses, then every later frame from the
   actions alone with dead-reckoned poses, as the app plays; scored per 50-frame bucket with a
   sharpness ratio and the share of collapsed frames (worldmodel.eval.freeplay).
+- paper-retrieval, paper-reasoning: the paper's own protocols on 2,000-step exploration
+  episodes (400 context frames, then their poses replayed in reverse; 576 context frames, then
+  224 of new movement), worldmodel.eval.paper.
 Two trivial references are scored on the same frames: the last context frame repeated, and
 the mean of the context frames; with known poses the context frame closest in pose; with a
 latent model, also the true frames through its autoencoder (the ceiling of any model in that
@@ -33,7 +36,7 @@ import torch
 from ..actions import LEFT
 from ..data.episodes import actions_to_index, episode_poses, load_episode
 from ..world import DEFAULT_CHECKPOINT, World, device_name, frames_from_model, frames_to_model, load_world
-from . import freeplay, report
+from . import freeplay, paper, report
 from .media import contact_sheet, write_image, write_video
 from .metrics import LPIPS, PSNR_CAP_DB, frame_metrics, mean, recall_buckets
 from .rollout import rollout_episode
@@ -49,7 +52,8 @@ AE_REFERENCE_TEXT = (
     "the true frames encoded and decoded by the latent model's autoencoder: the best it can score"
 )
 # protocol -> episode kind
-PROTOCOLS = {"retrieval": "revisit", "lookback": "revisit", "reasoning": "reasoning", "freeplay": "explore"}
+PROTOCOLS = {"retrieval": "revisit", "lookback": "revisit", "reasoning": "reasoning", "freeplay": "explore",
+             "paper-retrieval": "explore", "paper-reasoning": "explore"}
 
 
 def reference_frames(context_frames: np.ndarray, horizon: int,
@@ -138,6 +142,13 @@ def _plan(args: argparse.Namespace, protocol: str, files: list[Path]) -> list[di
         ep = load_episode(path, keys=keys)
         t1 = len(ep["action"])
         actions = actions_to_index(ep["action"])
+        if protocol in paper.SPLITS:
+            context, horizon = paper.split(protocol, args.context, args.horizon, t1)
+            view = paper.episode_view(protocol, ep, actions, episode_poses(ep), context, horizon,
+                                      args.reverse_actions)
+            plan.append(dict(path=path, seed=args.seed + i, context=context, horizon=horizon,
+                             layout=ep["maze_layout"][context - 1] if args.dead_reckon else None, **view))
+            continue
         context = (args.context if args.context is not None else closing_look_start(actions)
                    if protocol == "lookback" else freeplay.CONTEXT if protocol == "freeplay"
                    else _context_len(path))
@@ -169,9 +180,9 @@ def _predict(args: argparse.Namespace, p: dict, frames: np.ndarray, worlds: dict
     return preds
 
 
-def _reference_predictions(p: dict, frames: np.ndarray, truth: np.ndarray, poses_known: bool,
+def _reference_predictions(p: dict, frames: np.ndarray, truth: np.ndarray, closest: bool,
                            codec) -> dict[str, np.ndarray]:
-    preds = reference_frames(frames[:p["context"]], p["horizon"], p["true_poses"] if poses_known else None)
+    preds = reference_frames(frames[:p["context"]], p["horizon"], p["true_poses"] if closest else None)
     if codec is not None:
         x = frames_to_model(torch.from_numpy(truth).to(codec.device))
         preds[AE_REFERENCE] = frames_from_model(codec.decode(codec.encode(x))).cpu().numpy()
@@ -200,13 +211,14 @@ def _summarise(episodes: list[dict], plan: list[dict], names: list[str], bins: i
                 psnr_by_frame=psnr_by_frame)
 
 
-def _settings(args: argparse.Namespace, plan: list[dict]) -> dict:
+def _settings(args: argparse.Namespace, plan: list[dict], protocol: str) -> dict:
     poses = "none" if args.no_pose else "context, then dead-reckoned" if args.dead_reckon else "all"
     return dict(episodes=str(Path(args.episodes)), context=args.context, context_window=args.context_window,
                 horizon=args.horizon, limit=args.limit, steps=args.steps, seed=args.seed, poses=poses,
                 commit_sigma=args.commit_sigma, episode_seeds=[p["seed"] for p in plan],
                 lpips_weights=args.lpips_weights, psnr_cap_db=PSNR_CAP_DB, data_range=1.0,
-                recall_bins=args.recall_bins, metrics="torchmetrics SSIM/PSNR per frame on [0, 1] floats")
+                recall_bins=args.recall_bins, metrics="torchmetrics SSIM/PSNR per frame on [0, 1] floats",
+                **({"reverse_actions": args.reverse_actions} if protocol == "paper-retrieval" else {}))
 
 
 def _models(specs: dict, worlds: dict[str, World], timing: dict[str, float], frames_total: int) -> list[dict]:
@@ -239,10 +251,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="retrieval (render the way back), lookback (render the closing look-around), "
                              "reasoning, or freeplay (32 posed context frames, then the actions alone with "
                              "dead reckoning, scored per 50 frames; default: from the folder's "
-                             "manifest.json kind: revisit -> retrieval, explore -> freeplay)")
+                             "manifest.json kind: revisit -> retrieval, explore -> freeplay); "
+                             "paper-retrieval (400 context frames, then their poses in reverse) and "
+                             "paper-reasoning (576 context frames, then 224 new) are the paper's own, on "
+                             "2,000-step explore episodes")
+    parser.add_argument("--reverse-actions", choices=tuple(paper.REVERSE_ACTIONS),
+                        default=paper.DEFAULT_REVERSE,
+                        help="paper-retrieval: the actions of the reversed replay (there is no backward "
+                             "key): " + "; ".join(f"{k}: {v}" for k, v in paper.REVERSE_ACTIONS_TEXT.items()))
     parser.add_argument("--context", type=int, default=None,
                         help="context frames for every episode (default: each episode's context_len; "
-                             "lookback: its way back; freeplay: 32)")
+                             "lookback: its way back; freeplay: 32; paper-retrieval: 400, paper-reasoning: "
+                             "576)")
     parser.add_argument("--horizon", type=int, default=None, help="at most this many generated frames per "
                                                                   "episode")
     parser.add_argument("--context-window", type=int, default=None,
@@ -282,6 +302,9 @@ def run(args: argparse.Namespace) -> int:
     if any(v is not None and v < 1 for v in (args.context, args.horizon, args.context_window)):
         raise ValueError("--context, --horizon and --context-window must be >= 1")
     protocol = _protocol(folder, args.protocol)
+    if protocol == "paper-retrieval" and args.dead_reckon:
+        raise ValueError("paper-retrieval replays the context's poses backwards, which no action can "
+                         "dead-reckon: --dead-reckon is for paper-reasoning")
     if protocol == "freeplay":  # as the app plays: poses of the context only, then dead reckoning
         args = argparse.Namespace(**{**vars(args), "dead_reckon": True})
     files = _episode_files(folder, args.limit)
@@ -292,8 +315,9 @@ def run(args: argparse.Namespace) -> int:
     codec = next((w.codec for w in worlds.values() if w.codec is not None), None)
     plan = _plan(args, protocol, files)
 
-    poses_known = all(p["true_poses"] is not None for p in plan)  # else no "closest context view"
-    references = {n: text for n, text in REFERENCES.items() if poses_known or n != "closest context view"}
+    # "closest context view" needs poses; in paper-retrieval it is the ground truth itself
+    closest = protocol != "paper-retrieval" and all(p["true_poses"] is not None for p in plan)
+    references = {n: text for n, text in REFERENCES.items() if closest or n != "closest context view"}
     references |= {AE_REFERENCE: AE_REFERENCE_TEXT} if codec is not None else {}
     names = [*worlds, *references]
 
@@ -302,9 +326,11 @@ def run(args: argparse.Namespace) -> int:
                disable=args.no_progress, dynamic_ncols=True)
     for i, p in enumerate(plan):
         frames = load_episode(p["path"], keys=("image",))["image"]
+        if "order" in p:  # the episode as a paper protocol plays it (paper-retrieval: replayed backwards)
+            frames = frames[p["order"]]
         truth = frames[p["context"]:p["context"] + p["horizon"]]
         preds = _predict(args, p, frames, worlds, timing, bar.update)
-        preds.update(_reference_predictions(p, frames, truth, poses_known, codec))
+        preds.update(_reference_predictions(p, frames, truth, closest, codec))
         metrics = {n: frame_metrics(preds[n], truth, lpips) for n in names}
         extra = {}
         if protocol == "freeplay":
@@ -326,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
         protocol=protocol,
         models=_models(specs, worlds, timing, sum(p["horizon"] for p in plan)),
         references=references,
-        settings=_settings(args, plan),
+        settings=_settings(args, plan, protocol),
         device=dict(name=device_name(device), type=device.type, torch=torch.__version__,
                     threads=torch.get_num_threads()),
         **_summarise(episodes, plan, names, args.recall_bins),

@@ -45,10 +45,17 @@ def markdown(res: dict) -> str:
     context = (s["context"] if s["context"] is not None else "up to each closing look-around"
                if res["protocol"] == "lookback" else f"{freeplay.CONTEXT} frames"
                if res["protocol"] == "freeplay" else "from each episode (context_len)")
+    horizon = s["horizon"] or "the rest of the episode"
+    if res["protocol"].startswith("paper-") and res["episodes"]:
+        context, horizon = res["episodes"][0]["context"], res["episodes"][0]["horizon"]
     lines = [f"# Memory Maze evaluation: spatial {res['protocol']}", "",
              f"{len(res['episodes'])} episode(s) from `{s['episodes']}`; context {context}, "
-             f"horizon {s['horizon'] or 'the rest of the episode'}; {s['steps']} sampler steps, seed "
+             f"horizon {horizon}; poses: {s['poses']}; {s['steps']} sampler steps, seed "
              f"{s['seed']}, device {res['device']['name']}.", ""]
+    if res["protocol"] == "paper-retrieval":
+        lines += ["The generated frames replay the context's poses in reverse: generated frame i is "
+                  f"scored against context frame {context}-1-i; actions of the reversed motion: "
+                  f"`{s['reverse_actions']}`.", ""]
     lines += _tables(res)
     if res["recall_buckets"]:
         names = list(res["summary"]["all"])
