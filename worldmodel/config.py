@@ -7,6 +7,7 @@ is the one door in: an unknown name is an error that lists the known ones.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 
 from .actions import NUM_ACTIONS
@@ -54,6 +55,7 @@ class ModelConfig:
     memory_headings: int = 20
 
     def __post_init__(self):
+        self._check_types()
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; expected one of {VARIANTS}")
         if self.frame_size % self.patch_size:
@@ -69,6 +71,23 @@ class ModelConfig:
             raise ValueError("expand * d_model must be a multiple of headdim")
         if self.pose_memory and not (self.pose_cond and self.prev_frame_input):
             raise ValueError("pose_memory needs pose_cond (its keys) and prev_frame_input (what it stores)")
+
+    def _check_types(self) -> None:
+        """Each field of the type its default has (ints >= 1, block_sizes pairs of them): a config.json
+        with `"frame_size": "8"` is a ValueError naming the field, not an error deep in the model."""
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), f.type
+            ok = {"str": isinstance(value, str), "bool": isinstance(value, bool),
+                  "int": isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1,
+                  "float": isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0,
+                  "list": isinstance(value, (list, tuple)) and len(value) >= 1 and all(
+                      isinstance(b, (list, tuple)) and len(b) == 2 and all(
+                          isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in b)
+                      for b in value)}[kind]
+            if not ok:
+                want = {"int": "an int >= 1", "float": "a number > 0", "bool": "true or false",
+                        "str": "a string", "list": "a list of [b_h, b_w] pairs of ints >= 1"}[kind]
+                raise ValueError(f"model config: {f.name} must be {want}, got {value!r}")
 
     @property
     def grid(self) -> int:
@@ -105,11 +124,16 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> "ModelConfig":
         """A config from `to_dict` or a checkpoint's config.json. Keys of removed options are dropped
         when they hold the only value still supported (older checkpoints write them), else refused."""
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a model config as a dict, got {type(d).__name__}")
         d = dict(d)
         for key, supported in RETIRED.items():
             value = d.pop(key, supported)
             if value != supported:
                 raise ValueError(f"{key}={value!r} is no longer supported (only {supported!r})")
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"model config: unknown key(s) {unknown}")
         return cls(**d)
 
 

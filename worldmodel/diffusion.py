@@ -22,6 +22,8 @@ the frame into the recurrent state); `World` calls it.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
@@ -122,6 +124,19 @@ class FlowMatching:
 
 
 
+MAX_STEPS = 1000  # the scheduler's training timesteps: more sampling steps than that mean nothing
+
+
+def check_sampler_args(steps, commit_sigma) -> None:
+    """ValueError unless `steps` is an int in 1..MAX_STEPS and `commit_sigma` a number in [0, 1]."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"expected steps as an int in 1..{MAX_STEPS} (denoising steps per frame), "
+                         f"got {steps!r}")
+    if isinstance(commit_sigma, bool) or not isinstance(commit_sigma, numbers.Real) \
+            or not 0.0 <= commit_sigma <= 1.0:
+        raise ValueError(f"expected commit_sigma as a number in [0, 1], got {commit_sigma!r}")
+
+
 class DiffusionSampler:
     """Makes one frame of a stream: Euler steps of the flow from pure noise (s = 1) down to s = 0 on
     `steps` evenly spaced levels, then the commit pass that writes the frame into the recurrent state.
@@ -132,8 +147,7 @@ class DiffusionSampler:
     """
 
     def __init__(self, steps: int, commit_sigma: float = 0.25, frame_range: float | None = 1.0, device=None):
-        if steps < 1:
-            raise ValueError(f"expected at least 1 sampling step, got {steps}")
+        check_sampler_args(steps, commit_sigma)
         # The levels of diffusers' Euler scheduler (0 appended); its step, prev = x + (s' - s) v, is
         # written out below, so that no scheduler state needs resetting for every frame.
         sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)

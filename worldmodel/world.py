@@ -22,30 +22,63 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import platform
+import struct
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .actions import action_index, action_indices
 from .config import PRESETS, get_preset
-from .diffusion import DiffusionSampler
+from .diffusion import DiffusionSampler, check_sampler_args
 from .model import WorldModel
-from .poses import PoseSource, default_pose_source
+from .poses import MAX_LAYOUT_SIDE, PoseSource, check_layout, check_pose, default_pose_source, pose_array
 from .vae import FrameCodec, check_codec, frames_from_model, frames_to_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPO_ROOT / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINTS / "maze9x9"
+WEIGHTS = "diffusion_pytorch_model.safetensors"  # a checkpoint's weights (diffusers' name); never pickles
+
+
+# Snapshot keys World writes beside the model's state, and bounds on what a snapshot may hold.
+META_KEYS = ("meta.frames_seen", "meta.last_frame", "meta.rng", "meta.odometry", "meta.pose", "meta.layout")
+MAX_EXTRA_KEYS, MAX_EXTRA_BYTES = 64, 1 << 20  # other keys are ignored, but bounded
+MAX_CACHE_FRAMES = 1 << 16  # the `causal` baseline's cache keeps every frame: at most this many
+MAX_HEADER_BYTES = 1 << 20  # a snapshot file's safetensors header (JSON of names, dtypes, shapes)
+# (shape, dtypes) of World's meta keys but meta.last_frame (the frame's shape); None: up to META_MAX_SIDE
+_INTS = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+META_SPECS = {"meta.frames_seen": ((), _INTS), "meta.rng": ((None,), (torch.uint8,)),
+              "meta.odometry": ((5,), (torch.float64, torch.float32)),
+              "meta.pose": ((4,), (torch.float32, torch.float64)),
+              "meta.layout": ((None, None), (*_INTS, torch.bool, torch.float32, torch.float64))}
+META_MAX_SIDE = {"meta.rng": 1 << 16, "meta.layout": MAX_LAYOUT_SIDE}
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+                      "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
+                      "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" (CUDA if there is one, else the CPU), "cpu", "cuda", "cuda:1" ...; a device this
+    machine does not have is a ValueError."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {device!r}: expected 'auto', 'cpu' or 'cuda[:N]' ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA device "
+                         "(or torch was built without CUDA): use device='cpu' or 'auto'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} asked for, but there are {torch.cuda.device_count()} "
+                         "CUDA device(s)")
+    return dev
 
 
 def device_name(device: torch.device) -> str:
@@ -84,12 +117,37 @@ def _unflatten(flat: dict, prefix: str = "state") -> dict:
     return out
 
 
+def _nbytes(shape: tuple, dtype: torch.dtype) -> int:
+    return int(np.prod(shape, dtype=np.float64)) * torch.empty((), dtype=dtype).element_size()
+
+
+def _safetensors_specs(path: str | Path) -> dict[str, tuple[tuple, torch.dtype]]:
+    """{name: (shape, dtype)} of a safetensors file, from its header alone (no tensor is read)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError("too short for a safetensors file")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER_BYTES:
+            raise ValueError(f"its header claims {n} bytes (at most {MAX_HEADER_BYTES})")
+        try:
+            header = json.loads(f.read(n))
+            return {k: (tuple(int(d) for d in v["shape"]), SAFETENSORS_DTYPES[v["dtype"]])
+                    for k, v in header.items() if k != "__metadata__"}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"unreadable safetensors header ({type(e).__name__}: {e})") from None
+
+
 class World:
     """A running world: the model, its recurrent state and the sampler."""
 
     def __init__(self, model: WorldModel, steps: int = 4, device: str | torch.device = "cpu", seed: int = 0,
                  prefill_chunk: int = 64, commit_sigma: float = 0.25, codec: FrameCodec | None = None,
                  poses: PoseSource | None = None):
+        check_sampler_args(steps, commit_sigma)
+        for name, value in (("seed", seed), ("prefill_chunk", prefill_chunk)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (name != "seed"):
+                raise ValueError(f"expected {name} as an int >= {int(name != 'seed')}, got {value!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.cfg = model.cfg
@@ -141,13 +199,11 @@ class World:
         """Start from T real frames and the actions that led to them (and, for a pose-conditioned
         model, the agent's (T, 4) poses, optional, and the maze's `maze_layout` for dead reckoning
         past them); returns the newest frame."""
-        frames = np.asarray(context_frames)
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != self.frame_shape \
-                or not len(frames):
-            shape = ", ".join(map(str, self.frame_shape))
-            raise ValueError(f"expected context_frames as uint8 of shape (T, {shape}) with T >= 1, "
-                             f"got {frames.dtype} {frames.shape}")
+        frames = self._check_frames(context_frames)
         actions = torch.from_numpy(action_indices(context_actions, len(frames))).to(self.device)[None]
+        if context_poses is not None:  # checked whatever the pose source does with them
+            context_poses = pose_array(context_poses, len(frames))
+        layout = None if layout is None else check_layout(layout)
         known = self.poses.context(context_poses, len(frames))
         poses = self._pose_tensor(known)
         x = self.encode(torch.from_numpy(frames).to(self.device))[None]
@@ -164,6 +220,20 @@ class World:
         self.poses.reset(known, layout)
         return self._last.copy()
 
+    def _check_frames(self, context_frames) -> np.ndarray:
+        """The context as a C-contiguous uint8 (T, H, W, 3) array, T >= 1 (a view with negative
+        strides, e.g. a flipped array, is copied); anything else is a ValueError."""
+        shape = ", ".join(map(str, self.frame_shape))
+        expected = f"expected context_frames as uint8 of shape (T, {shape}) with T >= 1"
+        try:
+            frames = np.asarray(context_frames)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{expected}, got {type(context_frames).__name__} ({e})") from None
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != self.frame_shape \
+                or not len(frames):
+            raise ValueError(f"{expected}, got {frames.dtype} {frames.shape}")
+        return np.ascontiguousarray(frames)
+
     @torch.no_grad()
     def step(self, action, pose=None) -> np.ndarray:
         """Take `action` from the newest frame (arriving at `pose`, (4,), if the model takes poses
@@ -171,7 +241,7 @@ class World:
         if self._state is None:
             raise RuntimeError("call reset(context_frames, context_actions) before step()")
         a = action_index(action)
-        pose = self.poses.step(a, pose)
+        pose = self.poses.step(a, None if pose is None else check_pose(pose))
         pose = self._pose_tensor(None if pose is None else pose[None])
         x, self._state = self.sampler(self.model, self._state, torch.tensor([[a]], device=self.device), pose,
                                       self.generator)
@@ -192,44 +262,118 @@ class World:
         return snap
 
     def restore(self, snap: dict[str, torch.Tensor]) -> None:
-        """Continue from `snapshot()`; a snapshot of another model is a ValueError and changes nothing."""
-        expected = _flatten(self.model.init_state(1, self.device))
-        for key, ref in expected.items():
-            got = snap.get(key)
-            if got is None:
-                raise ValueError(f"snapshot does not match this model: missing {key}")
-            # The full-attention baseline's cache grows along dim 2; everything else must match exactly.
-            grows = self.cfg.window is None and ".attn." in key
-            same = got.dim() == ref.dim() and all(g == r or (grows and i == 2)
-                                                  for i, (g, r) in enumerate(zip(got.shape, ref.shape)))
-            if not same or got.dtype != ref.dtype:
-                raise ValueError(f"snapshot does not match this model: {key} is {tuple(got.shape)} "
-                                 f"{got.dtype}, expected {tuple(ref.shape)} {ref.dtype}")
-        extra = set(k for k in snap if k.startswith("state.")) - set(expected)
-        if extra:
-            raise ValueError(f"snapshot does not match this model: unexpected {sorted(extra)[:3]}")
-        last = snap.get("meta.last_frame")
-        if last is None or tuple(last.shape) != self.frame_shape or last.dtype != torch.uint8:
-            raise ValueError("snapshot does not match this model: meta.last_frame must be uint8 "
-                             f"{self.frame_shape}")
+        """Continue from `snapshot()`. The whole snapshot is checked first -- the model's state
+        keys, shapes, dtypes and finite values, meta.frames_seen, meta.last_frame, meta.rng,
+        meta.odometry/meta.pose, meta.layout, and at most MAX_EXTRA_BYTES of other keys -- so a
+        snapshot of another model, or a damaged one, is a ValueError and changes nothing."""
+        if not isinstance(snap, Mapping) or not all(isinstance(v, torch.Tensor) for v in snap.values()):
+            raise ValueError("expected a snapshot as a dict of tensors (from World.snapshot()), got "
+                             f"{type(snap).__name__}")
+        cached = self._check_snapshot_specs({k: (tuple(v.shape), v.dtype) for k, v in snap.items()})
+        self._check_snapshot_values(snap, cached)
+        frames_seen = int(snap["meta.frames_seen"])
         self._state = _unflatten({k: v.to(self.device) for k, v in snap.items()})
-        self._last = last.cpu().numpy().copy()
-        self.frames_seen = int(snap["meta.frames_seen"])
+        self._last = snap["meta.last_frame"].cpu().numpy().copy()
+        self.frames_seen = frames_seen
         if "meta.rng" in snap:
             self.generator.set_state(snap["meta.rng"].cpu())
-        self.poses.load_state({k[len("meta."):]: v.cpu().numpy() for k, v in snap.items()
-                               if k in ("meta.odometry", "meta.pose", "meta.layout")})
+        kept = {"meta.odometry": np.float64, "meta.pose": np.float32, "meta.layout": None}
+        self.poses.load_state({k[len("meta."):]: v.cpu().numpy().astype(kept[k] or v.cpu().numpy().dtype)
+                               for k, v in snap.items() if k in kept})
+
+    def _check_snapshot_specs(self, specs: dict[str, tuple[tuple, torch.dtype]]) -> int:
+        """Keys, shapes and dtypes of a snapshot (from its tensors or a file's header): ValueError
+        unless they are this model's state and World's meta keys, and the rest is small. Returns
+        the frames in the `causal` baseline's cache (0 for the others)."""
+        def refuse(why: str):
+            raise ValueError(f"snapshot does not match this model: {why}")
+
+        expected, cached = _flatten(self.model.init_state(1, self.device)), 0
+        for key, ref in expected.items():
+            if key not in specs:
+                refuse(f"missing {key}")
+            shape, dtype = specs[key]
+            # The full-attention baseline's cache grows (its empty axes); all else must match exactly.
+            grows = self.cfg.window is None and ".attn." in key
+            same = len(shape) == ref.dim() and all(
+                g == r or (grows and r == 0 and g <= MAX_CACHE_FRAMES) for g, r in zip(shape, ref.shape))
+            if not same or dtype != ref.dtype:
+                refuse(f"{key} is {shape} {dtype}, expected {tuple(ref.shape)} {ref.dtype}")
+            cached = max([cached] + [g for g, r in zip(shape, ref.shape) if grows and r == 0])
+        extra = sorted(k for k in specs if k.startswith("state.") and k not in expected)
+        if extra:
+            refuse(f"unexpected {extra[:3]}")
+        want = dict(META_SPECS, **{"meta.last_frame": (self.frame_shape, (torch.uint8,))})
+        for key in ("meta.frames_seen", "meta.last_frame"):
+            if key not in specs:
+                refuse(f"missing {key}: not a World.snapshot()")
+        for key, (shape, dtypes) in want.items():
+            if key not in specs:
+                continue
+            got, dtype = specs[key]
+            fits = len(got) == len(shape) and all(n == w or w is None and n <= META_MAX_SIDE[key]
+                                                  for n, w in zip(got, shape))
+            if not fits or dtype not in dtypes:
+                sides = ", ".join(f"<= {META_MAX_SIDE[key]}" if w is None else str(w) for w in shape)
+                refuse(f"{key} is {got} {dtype}, expected ({sides}) of {', '.join(map(str, dtypes))}")
+        if ("meta.odometry" in specs) != ("meta.pose" in specs):
+            refuse("meta.odometry and meta.pose come together (dead reckoning's state), got one of them")
+        others = [k for k in specs if k not in expected and k not in META_KEYS]
+        size = sum(_nbytes(*specs[k]) for k in others)
+        if len(others) > MAX_EXTRA_KEYS or size > MAX_EXTRA_BYTES:
+            refuse(f"{len(others)} keys beyond the state ({size} bytes; at most {MAX_EXTRA_KEYS} keys and "
+                   f"{MAX_EXTRA_BYTES} bytes), e.g. {sorted(others)[:3]}")
+        return cached
+
+    def _check_snapshot_values(self, snap: dict[str, torch.Tensor], cached: int) -> None:
+        """The values of a snapshot whose keys and shapes passed `_check_snapshot_specs`."""
+        def refuse(why: str):
+            raise ValueError(f"snapshot is damaged: {why}")
+
+        frames_seen = int(snap["meta.frames_seen"])
+        if not max(1, cached) <= frames_seen <= 2**53:
+            refuse(f"meta.frames_seen is {frames_seen}, expected >= 1 and >= the {cached} frames cached")
+        for key, t in snap.items():
+            if not key.startswith("state."):
+                continue
+            if t.is_floating_point():  # NaN is an unknown pose; nothing else may be non-finite
+                bad = t.isinf() if key.endswith("prev_pose") else ~t.isfinite()
+                if bool(bad.any()):
+                    refuse(f"{key} holds {int(bad.sum())} non-finite value(s)")
+            elif t.dtype == torch.int64 and t.dim() == 0 and not 0 <= int(t) <= 2**53:
+                refuse(f"{key} is {int(t)}, expected a frame count >= 0")
+        if "meta.rng" in snap:
+            try:
+                torch.Generator(self.device).set_state(snap["meta.rng"].cpu())
+            except (RuntimeError, TypeError, ValueError) as e:
+                refuse(f"meta.rng is not a random generator state of {self.device.type}: {e}")
+        for key in ("meta.odometry", "meta.pose"):
+            if key in snap and not bool(snap[key].isfinite().all()):
+                refuse(f"{key} holds non-finite values")
+        if "meta.pose" in snap:
+            check_pose(snap["meta.pose"].numpy())
+        if "meta.layout" in snap:
+            check_layout(snap["meta.layout"].numpy())
 
     def save_state(self, path: str | Path) -> None:
         meta = {"format": "worldmodel-snapshot", "model": json.dumps(self.cfg.to_dict())}
         save_file(self.snapshot(), str(path), metadata=meta)
 
     def load_state(self, path: str | Path) -> None:
+        """`restore` a `save_state` file. Its header (names, dtypes, shapes) is checked before any
+        tensor is read, so an oversized or foreign file costs nothing; errors name the file, not
+        its folder (an upload's temporary path)."""
+        name = Path(path).name
         try:
+            self._check_snapshot_specs(_safetensors_specs(path))
             snap = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
-            raise ValueError(f"{path} is not a readable world snapshot (safetensors): {e}") from e
-        self.restore(snap)
+            why = str(e).replace(str(path), name)
+            raise ValueError(f"{name} is not a world snapshot of this model: {why}") from None
+        try:
+            self.restore(snap)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
 
     def state_bytes(self) -> int:
         """Bytes of recurrent state this world holds (constant in history for the memory variants)."""
@@ -249,17 +393,37 @@ def load_model(path_or_preset: str | Path | None = None) -> WorldModel:
                              f"or a preset name ({', '.join(PRESETS)})")
     path = Path(path_or_preset)
     if path.is_dir():
-        if not (path / "config.json").exists():
+        weights = path / WEIGHTS
+        if not (path / "config.json").exists() or not weights.exists():
             raise ValueError(f"{path} is not a worldmodel checkpoint: expected config.json and "
-                             "diffusion_pytorch_model.safetensors in it")
+                             f"{WEIGHTS} in it")
         try:
-            return WorldModel.from_pretrained(str(path))
-        except (TypeError, ValueError, RuntimeError, OSError, KeyError) as e:
+            model = WorldModel.from_pretrained(str(path))
+            check_weights(model, weights)
+        except (TypeError, ValueError, RuntimeError, OSError, KeyError, SafetensorError) as e:
             raise ValueError(f"{path} does not hold a matching worldmodel checkpoint: {e}") from e
+        return model
     if str(path_or_preset) in PRESETS:
         return WorldModel(get_preset(str(path_or_preset)).model.to_dict())
     raise ValueError(f"{path_or_preset!r} is neither a checkpoint folder nor a preset name "
                      f"({', '.join(PRESETS)})")
+
+
+def check_weights(model: torch.nn.Module, weights: str | Path) -> None:
+    """ValueError unless the safetensors file `weights` holds exactly `model`'s tensors, by name and
+    shape (diffusers' from_pretrained only warns about unused weights, and initialises missing ones)."""
+    with safe_open(str(weights), framework="pt") as f:
+        found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing, unused = sorted(set(own) - set(found)), sorted(set(found) - set(own))
+    shapes = [f"{k} {found[k]} (config: {own[k]})" for k in sorted(set(own) & set(found))
+              if own[k] != found[k]]
+    if missing or unused or shapes:
+        parts = [f"{what} {len(keys)}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+                 for what, keys in (("missing from the weights", missing),
+                                    ("in the weights but not in the config's model", unused),
+                                    ("of another shape", shapes)) if keys]
+        raise ValueError(f"the weights do not match config.json: {'; '.join(parts)}")
 
 
 def _sha256(path: Path) -> str:
@@ -299,7 +463,12 @@ def codec_folder(checkpoint: str | Path) -> Path | None:
 def load_codec(path_or_preset: str | Path | None = None) -> FrameCodec | None:
     """The autoencoder of a checkpoint folder (`codec_folder`); None for a pixel model or a preset."""
     folder = codec_folder(DEFAULT_CHECKPOINT if path_or_preset is None else path_or_preset)
-    return None if folder is None else FrameCodec.from_pretrained(folder)
+    if folder is None:
+        return None
+    try:
+        return FrameCodec.from_pretrained(folder)
+    except (OSError, RuntimeError, TypeError, KeyError, SafetensorError) as e:  # e.g. a truncated file
+        raise ValueError(f"the autoencoder in {folder} is unreadable: {type(e).__name__}: {e}") from e
 
 
 def load_world(path_or_preset: str | Path | None = None, device: str = "auto", steps: int = 4,
