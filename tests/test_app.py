@@ -1,23 +1,28 @@
-"""The browser demo (worldmodel/app/): the key map and the per-tab Session directly, then the real
-page in a headless Chromium driven by Playwright against `python -m worldmodel.app` over a tiny
-model with random weights.
+"""The browser demo (worldmodel/app/): the key map, the per-tab Session and the stream's pacing
+directly, then the real page in a headless Chromium driven by Playwright against
+`python -m worldmodel.app` over a tiny model with random weights.
 
 The browser tests need Debian's chromium at /usr/bin/chromium (`apt-get install -y chromium`;
 Playwright's own browser download does not work offline) and skip without it. A screenshot of
 the page is left at artifacts/app.png.
 """
 
+import asyncio
+import base64
 import os
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import torch
 from helpers import randomized
 
 from worldmodel.actions import FORWARD, FORWARD_LEFT, FORWARD_RIGHT, LEFT, NOOP, RIGHT
 from worldmodel.app.headless import CHROMIUM, CHROMIUM_ARGS, REPO, launch_app, stop_app
 from worldmodel.app.keymap import action_for, parse_held
+from worldmodel.app.stream import Controls, Pacer, Streams
 from worldmodel.data.episodes import index_to_onehot, load_episode, save_episode
 
 CONTEXT = 6  # context frames the test server seeds worlds with (a short look-around keeps the env cheap)
@@ -101,6 +106,64 @@ def test_sessions_registry_closes_replaced_and_unloaded_sessions():
     assert other.closed and len(sessions) == 0
 
 
+def test_pacer_drops_frames_a_slow_page_cannot_take_instead_of_queueing():
+    pacer = Pacer(window=2)
+    sent = [f for f in range(10) if pacer.offer(f) is not None]  # a page that acknowledges nothing
+    assert sent == [0, 1] and pacer.in_flight == 2  # two on the way ...
+    assert pacer.waiting == 9 and pacer.dropped == 7  # ... one waiting (the newest), the rest dropped
+    assert pacer.ack() == 9 and pacer.ack() is None  # each ack lets the newest through, no backlog
+    assert pacer.ack() is None and pacer.in_flight == 0
+    assert [pacer.offer(f) for f in (10, 11)] == [10, 11]  # a page that keeps up gets every frame
+    assert pacer.sent == 5 and pacer.dropped == 7
+
+
+def test_controls_hold_press_and_idle():
+    c = Controls()
+    assert c.next_action() is None  # nothing held: no frame
+    c.update({"held": "forward", "press": "forward"})
+    assert [c.next_action() for _ in range(3)] == [FORWARD] * 3  # held: a frame after each frame
+    c.update({"held": ""})
+    assert c.next_action() is None
+    c.update({"held": "left", "press": "left"})
+    c.update({"held": ""})  # released before a frame saw it: still one frame
+    assert (c.next_action(), c.next_action()) == (LEFT, None)
+    c.update({"free": True})
+    assert c.next_action() == NOOP
+
+
+class _CountingSession:
+    def __init__(self):
+        self.played = []
+
+    def play(self, action):
+        self.played.append(action)
+        time.sleep(0.01)
+        return object()
+
+
+def test_idle_tab_makes_no_frames_and_held_keys_make_them_back_to_back():
+    async def scenario():
+        streams, session, controls, wake = Streams(None, None, workers=1), _CountingSession(), Controls(), \
+            asyncio.Event()
+        task = asyncio.ensure_future(streams._step(session, controls, wake))
+        await asyncio.sleep(0.3)
+        idle = len(session.played)  # nothing held: the stepper sleeps on its event
+        controls.update({"held": "forward"})
+        wake.set()
+        await asyncio.sleep(0.3)
+        controls.update({"held": ""})
+        wake.set()
+        await asyncio.sleep(0.05)
+        held = len(session.played)
+        await asyncio.sleep(0.2)
+        task.cancel()
+        streams.pool.shutdown()
+        return idle, held, len(session.played)
+
+    idle, held, later = asyncio.run(scenario())
+    assert idle == 0 and held >= 10 and later == held  # ~25 frames of 10 ms in 0.3 s; none after release
+
+
 # -- in the browser ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -112,7 +175,7 @@ def server(tmp_path_factory):
     randomized().save_pretrained(checkpoint)
     try:
         proc, url = launch_app(
-            ["--checkpoint", str(checkpoint), "--fps", "10", "--context", str(CONTEXT), "--max-envs", "1"],
+            ["--checkpoint", str(checkpoint), "--context", str(CONTEXT), "--max-envs", "1"],
             tmp_path_factory.mktemp("app") / "server.log",
             env,
             timeout=120,
@@ -120,7 +183,7 @@ def server(tmp_path_factory):
     except RuntimeError as e:
         pytest.fail(str(e))
     try:
-        yield url
+        yield url, checkpoint
     finally:
         stop_app(proc)
 
@@ -134,12 +197,20 @@ def browser():
         b.close()
 
 
-def _open(browser, url):
+def _open(browser, server):
+    url = server[0]
     page = browser.new_page(viewport={"width": 1400, "height": 1050})
     page.set_default_timeout(120_000)  # a real env build under load can take a while
     page.goto(url)
     page.wait_for_selector("#wm-start")
     return page
+
+
+def _pixels(page, canvas: str = "wm-frame") -> np.ndarray:
+    """The frame a canvas shows, as uint8 RGB (the page draws it opaque: exact)."""
+    url = page.evaluate("id => document.getElementById(id).toDataURL('image/png')", canvas)
+    png = np.frombuffer(base64.b64decode(url.split(",", 1)[1]), np.uint8)
+    return cv2.imdecode(png, cv2.IMREAD_COLOR)[..., ::-1]
 
 
 def _frames(page) -> int:
@@ -149,6 +220,16 @@ def _frames(page) -> int:
 def _wait_frames(page, n: int, timeout: float = 20_000) -> None:
     page.wait_for_function("n => Number(document.querySelector('#wm-frames')?.textContent) >= n", arg=n,
                            timeout=timeout)
+
+
+def _tap(page, key: str) -> int:
+    """Press and release `key`: at least one frame (two if the release comes after the first frame
+    is made: frames come at the model's speed). Returns the frame count once they have landed."""
+    n = _frames(page)
+    page.keyboard.press(key)
+    _wait_frames(page, n + 1)
+    time.sleep(0.2)
+    return _frames(page)
 
 
 def _upload(page, button: str, path: Path) -> None:
@@ -171,8 +252,9 @@ def _download(page, suffix: str, dest: Path) -> Path:
 
 
 def _start_from_episode(page, path: Path) -> None:
+    shown = page.evaluate("window.wmShown")
     _upload(page, "#wm-episode", path)
-    _wait_frames(page, CONTEXT)
+    page.wait_for_function("n => window.wmShown > n", arg=shown)  # the stream's first frame
     assert _frames(page) == CONTEXT
 
 
@@ -180,13 +262,12 @@ def _start_from_episode(page, path: Path) -> None:
 def test_keyboard_and_buttons_drive_the_world(server, browser, tmp_path):
     page = _open(browser, server)
     _start_from_episode(page, _episode(tmp_path / "ep.npz"))
-    src = page.get_attribute("#wm-frame", "src")
-    for i in range(3):  # taps: one frame each
-        page.keyboard.press("w")
-        _wait_frames(page, CONTEXT + i + 1)
-    assert _frames(page) == CONTEXT + 3 and page.get_attribute("#wm-frame", "src") != src
+    first, n = _pixels(page), CONTEXT
+    for _ in range(3):  # taps: a frame each
+        n = _tap(page, "w")
+    assert n >= CONTEXT + 3 and (_pixels(page) != first).any()
     page.click("#wm-btn-forward-left")
-    _wait_frames(page, CONTEXT + 4)
+    _wait_frames(page, n + 1)
 
     # Held keys keep the world moving at a steady rate, with no further key events.
     start, t0 = _frames(page), time.time()
@@ -198,10 +279,10 @@ def test_keyboard_and_buttons_drive_the_world(server, browser, tmp_path):
     end, held_s = _frames(page), time.time() - t0
     assert start < middle < end and end - start >= 4, (start, middle, end)
     print(f"\nbrowser frame rate holding W (tiny preset): {(end - start) / held_s:.1f} fps")
-    time.sleep(0.3)  # nothing held: the world pauses ...
-    paused = _frames(page)
+    time.sleep(0.3)  # nothing held: the world pauses, and nothing is sent ...
+    paused, shown = _frames(page), page.evaluate("window.wmShown")
     time.sleep(0.5)
-    assert _frames(page) == paused
+    assert (_frames(page), page.evaluate("window.wmShown")) == (paused, shown)
     page.check("#wm-free-run input")  # ... unless time runs without input (noop frames)
     _wait_frames(page, paused + 3)
     page.uncheck("#wm-free-run input")
@@ -214,47 +295,79 @@ def test_two_tabs_keep_separate_worlds(server, browser, tmp_path):
     episode = _episode(tmp_path / "ep.npz")
     _start_from_episode(a, episode)
     _start_from_episode(b, episode)
-    for i in range(3):
-        a.keyboard.press("d")
-        _wait_frames(a, CONTEXT + i + 1)
-    b.keyboard.press("w")
-    _wait_frames(b, CONTEXT + 1)
-    time.sleep(0.5)
-    assert (_frames(a), _frames(b)) == (CONTEXT + 3, CONTEXT + 1)
-    assert a.get_attribute("#wm-frame", "src") != b.get_attribute("#wm-frame", "src")
+    for _ in range(3):
+        n_a = _tap(a, "d")
+    n_b = _tap(b, "w")
+    time.sleep(0.3)
+    assert (_frames(a), _frames(b)) == (n_a, n_b) and n_a >= n_b + 1  # each tab its own count
+    assert (_pixels(a) != _pixels(b)).any()
     a.close()
     b.close()
+
+
+@needs_browser
+def test_tabs_streaming_at_once_show_the_frames_a_lone_world_makes(server, browser, tmp_path):
+    """Three tabs hold different keys at the same time. Each tab's frames -- all it made (its
+    recording) and the one its canvas shows last -- are those of a World replayed alone with the
+    same seed and actions."""
+    from worldmodel.app.session import Session
+    from worldmodel.world import World, load_world
+
+    pages = [_open(browser, server) for _ in range(3)]
+    episodes = [_episode(tmp_path / f"ep{i}.npz", seed=i) for i in range(3)]
+    for page, episode in zip(pages, episodes):
+        _start_from_episode(page, episode)
+    for page, key in zip(pages, "wad"):
+        page.keyboard.down(key)
+    time.sleep(1.5)
+    for page, key in zip(pages, "wad"):
+        page.keyboard.up(key)
+    time.sleep(0.5)
+    template = load_world(server[1], device="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the server computes (--threads 1): the same sums in the same order
+    try:
+        for i, (page, episode) in enumerate(zip(pages, episodes)):
+            page.click("#wm-record")
+            recorded = load_episode(_download(page, ".npz", tmp_path / f"play{i}.npz"))
+            n = len(recorded["image"])
+            assert n == _frames(page) and n > CONTEXT + 3, (n, _frames(page))
+            world = World(template.model, steps=4, device="cpu", seed=0, codec=template.codec)
+            world.reset(*Session.episode_context(episode, CONTEXT))
+            replay = np.stack([world.step(a) for a in recorded["action"][CONTEXT:].argmax(-1)])
+            np.testing.assert_array_equal(recorded["image"][CONTEXT:], replay)
+            np.testing.assert_array_equal(_pixels(page), replay[-1])
+            page.close()
+    finally:
+        torch.set_num_threads(threads)
 
 
 @needs_browser
 def test_snapshots_and_recording(server, browser, tmp_path):
     page = _open(browser, server)
     _start_from_episode(page, _episode(tmp_path / "ep.npz"))
-    page.keyboard.press("w")
-    _wait_frames(page, CONTEXT + 1)
+    n = _tap(page, "w")
 
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(os.urandom(200))
     _upload(page, "#wm-load", corrupt)
     assert "running world is kept" in _toast(page, "Could not load corrupt.safetensors")
-    page.keyboard.press("w")  # the world still runs
-    _wait_frames(page, CONTEXT + 2)
+    saved_at = _tap(page, "w")  # the world still runs
+    assert saved_at > n
 
     page.click("#wm-save")
     saved = _download(page, ".safetensors", tmp_path / "saved.safetensors")
-    for i in range(2):
-        page.keyboard.press("a")
-        _wait_frames(page, CONTEXT + 3 + i)
-    _upload(page, "#wm-load", saved)
-    page.wait_for_function(f"() => document.querySelector('#wm-frames')?.textContent === '{CONTEXT + 2}'")
-    page.keyboard.press("w")
-    _wait_frames(page, CONTEXT + 3)
+    for _ in range(2):
+        _tap(page, "a")
+    _upload(page, "#wm-load", saved)  # its frame comes through the stream
+    page.wait_for_function(f"() => document.querySelector('#wm-frames')?.textContent === '{saved_at}'")
+    end = _tap(page, "w")
 
     page.click("#wm-record")
     video = _download(page, ".mp4", tmp_path / "play.mp4")
     ep = load_episode(_download(page, ".npz", tmp_path / "play.npz"))
     assert video.stat().st_size > 0
-    assert ep["image"].shape == (2, 64, 64, 3) and int(ep["context_len"]) == 1
+    assert ep["image"].shape == (end - saved_at + 1, 64, 64, 3) and int(ep["context_len"]) == 1
     page.close()
 
 
@@ -263,11 +376,10 @@ def test_real_vs_imagined_and_closing_a_tab_frees_its_env(server, browser, tmp_p
     a = _open(browser, server)
     a.check("#wm-compare input")
     a.click("#wm-start")  # the real env looks around, then plays alongside
-    a.wait_for_selector("#wm-real")
+    a.wait_for_selector("#wm-real-fig", state="visible")
     _wait_frames(a, CONTEXT)
-    for i in range(2):
-        a.keyboard.press("w")
-        _wait_frames(a, CONTEXT + i + 1)
+    for _ in range(2):
+        _tap(a, "w")
     assert "PSNR" in a.inner_text("#wm-view") and a.locator("#wm-psnr polyline").count() == 1
     start = _frames(a)
     a.keyboard.down("w")  # a few more frames, for a PSNR curve in the screenshot
@@ -278,8 +390,10 @@ def test_real_vs_imagined_and_closing_a_tab_frees_its_env(server, browser, tmp_p
     artifacts.mkdir(exist_ok=True)
     a.screenshot(path=str(artifacts / "app.png"), full_page=True)
 
-    # The server allows one real env (--max-envs 1): another tab gets a clear refusal ...
+    # The server allows one real env (--max-envs 1): another tab that wants one alongside gets a
+    # clear refusal ...
     b = _open(browser, server)
+    b.check("#wm-compare input")
     b.click("#wm-start")
     assert "slots" in _toast(b, "real-environment slots")
     # ... until the first tab is closed, which frees its world and env (within a heartbeat: 1 s here).

@@ -4,14 +4,16 @@ and the recording of the play-through. No Gradio in here, so it is usable (and t
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import tempfile
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -70,11 +72,68 @@ class RealEnv:
         self._slots.release()
 
 
+class Contexts:
+    """The real environment's look-around that seeds a world, kept per (maze, seed).
+
+    Making one costs seconds (env build, reset and N turns on the CPU), and it is the same every
+    time for the same maze and seed, so it is made once and kept (the last `keep`). `prefetch` makes
+    one ahead on a thread of its own with one env slot of its own (the page's default maze and seed
+    at server start), so that the first Start with the real env off takes no env at all.
+    `make(maze, seed, slots)` returns (frames, actions, poses, layout).
+    """
+
+    def __init__(self, make: Callable, keep: int = 16):
+        self._make, self._keep = make, keep
+        self._done: OrderedDict = OrderedDict()
+        self._making: dict[tuple, Future] = {}
+        self._lock = threading.Lock()
+        self._spare = threading.BoundedSemaphore(1)
+
+    def get(self, maze: str, seed: int, slots: threading.Semaphore) -> tuple:
+        key = (maze, int(seed))
+        with self._lock:
+            if key in self._done:
+                self._done.move_to_end(key)
+                return self._done[key]
+            future = self._making.get(key)
+        if future is not None:  # being made ahead: wait for it
+            return future.result()
+        return self._store(key, self._make(maze, int(seed), slots))
+
+    def prefetch(self, maze: str, seed: int) -> Future:
+        key, future = (maze, int(seed)), Future()
+        with self._lock:
+            if key in self._done or key in self._making:
+                future.set_result(None)
+                return future
+            self._making[key] = future
+
+        def work():
+            try:
+                future.set_result(self._store(key, self._make(maze, int(seed), self._spare)))
+            except BaseException as e:  # get() raises it
+                future.set_exception(e)
+            finally:
+                with self._lock:
+                    self._making.pop(key, None)
+
+        threading.Thread(target=work, name=f"prefetch-{maze}-{seed}", daemon=True).start()
+        return future
+
+    def _store(self, key: tuple, context: tuple) -> tuple:
+        with self._lock:
+            self._done[key] = context
+            while len(self._done) > self._keep:
+                self._done.popitem(last=False)
+        return context
+
+
 @dataclass
 class Step:
     frame: np.ndarray
     real: np.ndarray | None = None
     psnr: float | None = None
+    index: int = 0  # the world's frame count when this frame was made (set by Session._publish)
 
 
 class Session:
@@ -111,6 +170,28 @@ class Session:
         self.context_len = 0
         self.steps = 0  # steps taken since the last start or load
         self.closed = False
+        self.token = secrets.token_urlsafe(16)  # names this game to the page's frame stream (stream.py)
+        self.latest: Step | None = None  # the newest frame, as the stream sends it
+        self._listeners: list[Callable[[Step | None], None]] = []
+
+    # -- the frame stream ------------------------------------------------------------------------
+    def listen(self, callback: Callable[[Step | None], None]) -> Callable[[], None]:
+        """`callback(step)` is called (on the thread that made it) with every new frame: after start,
+        step and load_state, and with None when the session closes. Returns the function that stops it."""
+        self._listeners.append(callback)
+        return lambda: callback in self._listeners and self._listeners.remove(callback)
+
+    def _publish(self, step: Step | None) -> Step | None:
+        if step is not None:
+            step.index, self.latest = self.world.frames_seen, step
+        for callback in list(self._listeners):
+            callback(step)
+        return step
+
+    def play(self, action: int) -> Step | None:
+        """`step` for the stream's worker threads: None (and no step) once the session is closed."""
+        with self.lock:
+            return None if self.closed else self.step(action)
 
     # -- starting ------------------------------------------------------------------------------
     def start(self, frames: np.ndarray, actions, poses: np.ndarray | None = None, env: RealEnv | None = None,
@@ -136,7 +217,7 @@ class Session:
             self._real_frames = [o["image"] for o in env_obs]
         self.psnrs.clear()
         self.steps = 0
-        return Step(frame, env_obs[-1]["image"] if env is not None else None)
+        return self._publish(Step(frame, env_obs[-1]["image"] if env is not None else None))
 
     @classmethod
     def episode_context(
@@ -188,7 +269,7 @@ class Session:
                 self._real.add(action, obs)
                 self._real_frames.append(obs["image"])
         self._delivered.append(time.perf_counter())
-        return out
+        return self._publish(out)
 
     def status(self) -> dict:
         now = time.perf_counter()
@@ -241,7 +322,7 @@ class Session:
         self._real, self._real_frames = None, []
         self.psnrs.clear()
         self.steps = 0
-        return Step(frame)
+        return self._publish(Step(frame))
 
     def save_recording(self) -> list[Path]:
         """mp4 (model | real side by side when compared) and the episode file(s) of the play-through."""
@@ -276,6 +357,7 @@ class Session:
             self._set_env(None)
             self._frames, self._real, self._real_frames = [], None, []
             shutil.rmtree(self.workdir, ignore_errors=True)
+        self._publish(None)  # ends the stream
 
 
 class Sessions:
@@ -296,6 +378,11 @@ class Sessions:
             old, self._live[key] = self._live.get(key), session
         if old is not None and old is not session:
             old.close()
+
+    def by_token(self, token: str) -> Session | None:
+        """The live session whose stream token is `token` (stream.py), or None."""
+        with self._lock:
+            return next((s for s in self._live.values() if secrets.compare_digest(s.token, token)), None)
 
     def close(self, key: str) -> None:
         with self._lock:
