@@ -2,7 +2,10 @@
 
 Batches and noise are drawn from generators seeded by (seed, step, micro-step, rank), never
 from a running RNG, so `--resume` continues exactly where a run stopped. Checkpoints are written
-to a temporary folder and renamed into place, so an interruption never leaves a half-written one.
+to a temporary folder and renamed into place, so an interruption never leaves a half-written one
+(a folder is complete once its trainer_state.json exists, written last; `--resume` takes the newest
+complete one, and says so when there is none and the run starts over). metrics.jsonl keeps only
+the lines up to the step a run starts from, so resumed runs never repeat a step.
 
 Run folder layout:
     metrics.jsonl            one line per logged step (loss, lr, clip_len, it/s, val_loss ...)
@@ -90,9 +93,37 @@ def cached_latents(path: Path, frames: np.ndarray, codec: FrameCodec) -> np.ndar
     return z
 
 
+CHECKPOINT_DIRS = ("checkpoint", "checkpoint.tmp", "checkpoint.old")  # the swap's three folders
+
+
+def _checkpoint_step(folder: Path) -> int | None:
+    """The step of a complete checkpoint folder (its trainer_state.json, written last), else None."""
+    try:
+        return int(json.loads((folder / "trainer_state.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _settle(out: Path) -> None:
+    """After an interrupted swap: the newest complete folder becomes `checkpoint`, so that the next
+    write, which first clears checkpoint.tmp and checkpoint.old, never deletes the only one."""
+    best = _find_checkpoint(out)
+    final = out / "checkpoint"
+    if best is not None and best != final:
+        shutil.rmtree(final, ignore_errors=True)
+        best.rename(final)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _atomic_checkpoint(out: Path, model, ema, optimizer, scheduler, state: dict,
                        codec: FrameCodec | None = None) -> None:
-    tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
+    final, tmp, old = (out / name for name in CHECKPOINT_DIRS)
+    _settle(out)
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp / "model")
     ema.store(model.parameters())
@@ -104,7 +135,7 @@ def _atomic_checkpoint(out: Path, model, ema, optimizer, scheduler, state: dict,
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(ema.state_dict(), tmp / "ema_state.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+    _write_text_atomic(tmp / "trainer_state.json", json.dumps(state, indent=2))  # last: "complete"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.rename(old)
@@ -136,10 +167,29 @@ def warm_start(model: WorldModel, source: str | Path) -> list[str]:
 
 
 def _find_checkpoint(out: Path) -> Path | None:
-    for name in ("checkpoint", "checkpoint.old"):  # .old survives a crash between the two renames
-        if (out / name / "trainer_state.json").exists():
-            return out / name
-    return None
+    """The newest complete checkpoint folder of a run: `checkpoint`, or after a crash during the
+    swap, checkpoint.tmp (written completely) or checkpoint.old (not yet deleted)."""
+    steps = {out / name: _checkpoint_step(out / name) for name in CHECKPOINT_DIRS}
+    complete = [(step, -i, folder) for i, (folder, step) in enumerate(steps.items()) if step is not None]
+    return max(complete)[2] if complete else None
+
+
+def trim_metrics(path: Path, step: int) -> int:
+    """Keep the lines of metrics.jsonl up to `step` (where a run starts), so that a resumed or
+    restarted run does not log a step twice; a line cut by a kill goes too. Returns lines dropped."""
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            pass
+    if len(kept) < len(lines):
+        _write_text_atomic(path, "".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
 
 
 @torch.no_grad()
@@ -241,7 +291,16 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(0.9, 0.99),
                                            weight_decay=tcfg.weight_decay)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, tcfg.warmup_steps, tcfg.max_steps)
-        ckpt = _find_checkpoint(self.out) if args.resume else None
+        ckpt = _find_checkpoint(self.out)
+        if self.main and ckpt is None and args.resume:
+            partial = [n for n in CHECKPOINT_DIRS if (self.out / n).exists()]
+            print(f"--resume: {self.out} holds no complete checkpoint"
+                  + (f" ({', '.join(partial)}: a write that was interrupted)" if partial else "")
+                  + ": starting over at step 0")
+        elif self.main and ckpt is not None and not args.resume:
+            print(f"note: {ckpt} (step {_checkpoint_step(ckpt)}) is replaced at this run's first "
+                  "checkpoint: it starts at step 0 (--resume continues it)")
+        ckpt = ckpt if args.resume else None
         if args.init_from and ckpt is None:
             grown = warm_start(model, args.init_from)
             if self.main:
@@ -337,6 +396,8 @@ class Trainer:
         deadline = time.time() + args.max_minutes * 60 if args.max_minutes else math.inf
         self.bar = tqdm(total=tcfg.max_steps, initial=self.step, disable=not main, dynamic_ncols=True,
                         desc="train")
+        if main and trim_metrics(self.out / "metrics.jsonl", self.step):
+            self.bar.write(f"metrics.jsonl: lines after step {self.step} dropped (this run logs them again)")
         self.metrics = open(self.out / "metrics.jsonl", "a") if main else None
         self.last_log = self.step
         if args.stop_at is not None and self.step >= args.stop_at and main:  # a finished stage stays finished

@@ -5,7 +5,8 @@ so it is the same file whichever worker makes it and whether or not the run was 
 Workers are spawned processes (dm_control's GL state does not survive a fork); each builds one
 env and reseeds it for every episode (`MazeEnv.reseed`: the same episode as in a fresh env, and
 no ~3 s env build per episode). Files are written atomically and existing complete ones are
-skipped, so a rerun resumes.
+skipped, so a rerun resumes. Workers end with the parent, however it ends (killed too): the
+episode a worker was writing is then removed, and a rerun clears what a killed run left.
 `manifest.json` records the settings (maze, length, policy, kind), the seeds and files in the
 folder, and the speed of the last run (frames_per_second: frames made per wall-clock second, env
 builds included); a folder is never mixed with episodes of other settings.
@@ -14,10 +15,14 @@ builds included); a folder is never mixed with episodes of other settings.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import multiprocessing as mp
 import os
 import queue as queue_lib
+import signal
+import sys
+import threading
 import time
 import warnings
 from multiprocessing import util as mp_util
@@ -59,9 +64,50 @@ _progress = None  # a worker's queue of finished-step counts for the parent's pr
 _env = None  # a worker's MazeEnv, kept for all its episodes
 
 
-def _init_worker(progress) -> None:
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+
+
+def _init_worker(progress, parent: int | None = None) -> None:
     global _progress
     _progress = progress
+    if parent is not None:
+        _die_with_parent(parent)
+
+
+def _exit_on_signal(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds: save_episode removes its temporary file
+
+
+def _die_with_parent(parent: int) -> None:
+    """This worker gets SIGTERM when process `parent` dies, even by SIGKILL: Linux's
+    PR_SET_PDEATHSIG, elsewhere a thread that watches the parent's pid."""
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        if not sys.platform.startswith("linux"):
+            raise OSError("no prctl")
+        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+            raise OSError(ctypes.get_errno(), "prctl failed")
+    except (OSError, AttributeError):
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # it died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _remove_stale(out: Path) -> None:
+    """Temporary episode files (save_episode's `.NAME.PID.tmp`) of processes no longer running."""
+    for tmp in out.glob(".ep_*.npz.*.tmp"):
+        try:
+            os.kill(int(tmp.suffixes[-2].lstrip(".")), 0)
+        except (ValueError, IndexError, ProcessLookupError):
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # a live process of another user
+            pass
 
 
 def _worker_env(maze: str, seed: int):
@@ -138,6 +184,7 @@ def generate_episodes(out: str | Path, maze: str = "9x9", episodes: int = 1, len
         raise ValueError(f"{out} holds episodes made with other settings ({was}; asked for {now}): "
                          "use another folder")
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out)
 
     seeds = list(range(seed, seed + episodes))
     paths = [episode_path(out, s) for s in seeds]
@@ -162,7 +209,8 @@ def generate_episodes(out: str | Path, maze: str = "9x9", episodes: int = 1, len
         elif todo:
             ctx = mp.get_context("spawn")
             steps = ctx.Queue()
-            with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(steps,)) as pool:
+            with ctx.Pool(min(workers, len(todo)), initializer=_init_worker,
+                          initargs=(steps, os.getpid())) as pool:
                 jobs = [pool.apply_async(_job, (str(out), maze, s, length, policy, kind)) for s in todo]
                 while not all(j.ready() for j in jobs):
                     try:
