@@ -6,13 +6,13 @@
 # checkpoints and the references, then the tables beside the paper's rows in OUT/tables.md.
 # Every eval run is ~4 x 16 x (400 + 224 + 224) World steps: hours on a loaded 2-core CPU.
 # Usage: bash scripts/paper_tables.sh   (env: EPISODES=16 STEPS=4 OUT=runs/paper DATA=data/maze9_paper
-#        LPIPS=path/to/alexnet-or-lpips-weights REVERSE=mirror)
+#        LPIPS=path/to/alexnet-or-lpips-weights REVERSE=turns)
 set -euo pipefail
 EPISODES=${EPISODES:-16}
 STEPS=${STEPS:-4}
 OUT=${OUT:-runs/paper}
 DATA=${DATA:-data/maze9_paper}
-REVERSE=${REVERSE:-mirror}
+REVERSE=${REVERSE:-turns}
 worldmodel generate-data --maze 9x9 --episodes "$EPISODES" --length 2000 --seed 830000 --kind explore \
     --out "$DATA"
 CHECKPOINTS=(maze9x9=checkpoints/maze9x9 mamba2_local=checkpoints/maze9x9-mamba2_local

@@ -491,3 +491,5 @@ def test_eval_paper_reasoning_with_true_and_dead_reckoned_poses(revisit, tmp_pat
         in text
     row, psnr = dead["summary"]["all"]["posed"], true["summary"]["all"]["posed"]["psnr"]
     assert f"| {psnr:.1f} | {row['ssim']:.3f} | {row['psnr']:.1f} |" in text
+    with pytest.raises(ValueError, match="poses"):  # runs set side by side share their settings
+        paper.merge([true, dead])

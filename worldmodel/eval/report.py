@@ -88,6 +88,9 @@ def plot(path: Path, res: dict) -> None:
         ax1.plot(np.arange(1, len(curve) + 1), curve, style, label=name, linewidth=1.2)
     ax1.set(xlabel="frames after the context", ylabel="PSNR (dB), mean over episodes",
             title=f"{res['protocol']}: PSNR per generated frame")
+    shown = [v for curve in res["psnr_by_frame"].values() for v in curve if v is not None and v < PSNR_CAP_DB]
+    if shown and max(max(c) for c in res["psnr_by_frame"].values()) >= PSNR_CAP_DB:
+        ax1.set_ylim(top=max(shown) + 2)  # identical frames (capped PSNR) would flatten the rest
     ax1.grid(alpha=0.3)
     ax1.legend(fontsize=8)
     buckets = res["recall_buckets"]
