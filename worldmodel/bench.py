@@ -8,6 +8,11 @@ Sections (``--sections``, all by default):
   kernels  each hot op's Triton kernel against its reference in worldmodel.ops at the model's
            streaming and training shapes: median ms, achieved GB/s, the device's copy bandwidth
   train    one training iteration (forward + backward + AdamW step) against clip length
+  app      the demo end to end (issue 18): server fps of World.step at the app's settings (1 thread),
+           browser fps (scripts/bench_browser.py: median of 3 runs holding W, real env off and on),
+           Start to first frame, 8 tabs holding W at once, an idle tab's CPU, and per-frame latency
+           and RSS against 10,000 frames of history (scripts/bench_history.py); run as subprocesses
+           (the library never imports the app), with /proc/loadavg before and after; app.png
 
 Every time is a median after warm-up, printed with the device, torch version, thread count and
 sizes. Writes bench.json, bench.md and bench.png into --out. ``--quick`` is a seconds-long smoke run.
@@ -24,6 +29,7 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -39,7 +45,7 @@ from .diffusion import FlowMatching
 from .model import WorldModel
 from .world import World, device_name, load_codec, load_model, resolve_device
 
-SECTIONS = ("stream", "memory", "kernels", "train")
+SECTIONS = ("stream", "memory", "kernels", "train", "app")
 SKIP_NOTE = "skipped (quadratic prefill; see --causal-max-history)"
 NO_TRITON_NOTE = "Triton kernels need a CUDA GPU; not timed on CPU"
 # Defaults of the sizes, full run and --quick; an option given on the command line wins over both.
@@ -345,6 +351,107 @@ def bench_train(models: dict, args, dev: torch.device) -> list[dict]:
     return rows
 
 
+# ----------------------------------------------------------------------------- the app end to end
+def loadavg() -> list[float]:
+    try:
+        with open("/proc/loadavg") as f:
+            return [float(x) for x in f.read().split()[:3]]
+    except OSError:
+        return []
+
+
+def app_jobs(args) -> dict[str, list[str]]:
+    """The scripts (in the repository's scripts/) the app section runs, with their arguments."""
+    hold, runs = ("2", "1") if args.quick else ("10", "3")
+    checkpoint = ["--checkpoint", args.checkpoint] if args.checkpoint else []
+    browser = ["bench_browser.py", "--runs", runs, "--hold", hold,
+               "--app-args", f"--steps {args.steps}", *checkpoint]
+    return {"browser_env_off": browser + ["--idle", "5"],
+            "browser_env_on": browser + ["--compare"],
+            "tabs": ["bench_browser.py", "--runs", "1", "--tabs", "2" if args.quick else "8",
+                     "--hold", "4" if args.quick else "20", "--app-args", f"--steps {args.steps}",
+                     *checkpoint],
+            "history": ["bench_history.py", "--steps", str(args.steps), *checkpoint,
+                        *(["--frames", "100", "--checkpoints", "10", "100", "--reps", "5"] if args.quick
+                          else ["--frames", "10000", "--fill-steps", "1"])]}
+
+
+def bench_app(model: WorldModel, args, codec=None) -> dict:
+    dev = resolve_device(args.device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the app computes each frame
+    try:
+        world = World(model, steps=args.steps, device=dev, codec=codec)
+        row = time_stream(world, 21, args.frames, args.warmup)
+    finally:
+        torch.set_num_threads(threads)
+    r = {"loadavg_before": loadavg(), "server": {"ms_per_frame": row["ms_per_frame"], "fps": row["fps"],
+                                                 "threads": 1, "history": 21}}
+    print(f"app: World.step at the app's settings: {row['ms_per_frame']:.1f} ms, {row['fps']:.1f} fps",
+          flush=True)
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, (script, *rest) in app_jobs(args).items():
+        path = out / f"app_{name}.json"
+        print(f"app: {name}: {script} {' '.join(rest)}", flush=True)
+        subprocess.run([sys.executable, str(scripts / script), *rest, "--json", str(path)], check=True)
+        r[name] = {k: v for k, v in json.loads(path.read_text()).items() if k != "raw"}
+    r["loadavg_after"] = loadavg()
+    return r
+
+
+def _runs(xs: list[float], unit: str) -> str:
+    return f"{statistics.median(xs):.2f} {unit} ({', '.join(f'{x:.2f}' for x in xs)})"
+
+
+def app_markdown(a: dict) -> list[str]:
+    off, on, tabs, hist = a["browser_env_off"], a["browser_env_on"], a["tabs"], a["history"]
+    idle = off.get("idle_core_pct", float("nan"))
+    rss = ", ".join(f"{k}: {v:.1f} MB" for k, v in hist["rss_mb"].items())
+    loaded = max(a["loadavg_before"][:1] + a["loadavg_after"][:1], default=0) > 1.0
+    n = hist["frames"]
+    return ["", "## The app end to end", "",
+            f"/proc/loadavg (1, 5, 15 min) before {a['loadavg_before']}, after {a['loadavg_after']}: "
+            + ("**the machine was loaded** (other jobs on the cores)." if loaded else "a quiet machine."), "",
+            *_table(["measure", "value"], [
+                ["World.step at the app's settings (1 thread, 21 frames of history)",
+                 f"{a['server']['ms_per_frame']:.1f} ms ({a['server']['fps']:.1f} fps)"],
+                ["browser, holding W, real env off (median; runs)", _runs(off["fps_shown_runs"], "fps")],
+                ["browser, holding W, real env on (median; runs)", _runs(on["fps_shown_runs"], "fps")],
+                ["Start to first frame, env off (median; each start)", _runs(off["start_s"], "s")],
+                ["Start to first frame, env on (median)", f"{on['start_s_median']:.2f} s"],
+                [f"{tabs['tabs']} tabs holding W at once: slowest tab, mean",
+                 f"{tabs['fps_shown_per_tab_min']:.2f} fps, {tabs['fps_shown_median']:.2f} fps"],
+                ["server CPU with an idle started tab", f"{idle:.2f}% of a core"],
+                [f"per-frame latency after 10 / {n:,} frames of history (interleaved)",
+                 f"{hist['ms_after_10']:.1f} / {hist[f'ms_after_{n}']:.1f} ms "
+                 f"({hist['latency_change_pct']:+.1f}%)"],
+                [f"RSS over a {n:,}-frame game", f"{rss} ({hist['rss_growth_pct']:+.2f}%)"]])]
+
+
+def plot_app(a: dict, path: Path) -> None:
+    """app.png: browser fps (env off, on, per tab of the multi-tab run) and RSS against history."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    bars = {"env off": a["browser_env_off"]["fps_shown_median"],
+            "env on": a["browser_env_on"]["fps_shown_median"],
+            f"{a['tabs']['tabs']} tabs (slowest)": a["tabs"]["fps_shown_per_tab_min"],
+            "World.step": a["server"]["fps"]}
+    left.bar(list(bars), list(bars.values()))
+    left.set(ylabel="frames / s", title="browser frame rate holding W")
+    rss = a["history"]["rss_mb"]
+    right.plot([int(k) for k in rss], list(rss.values()), marker="o")
+    right.set(xscale="log", xlabel="history (frames)", ylabel="RSS (MB)", ylim=(0, None),
+              title="memory of a long game")
+    fig.suptitle(f"{a['history']['device']}; loadavg {a['loadavg_before']} -> {a['loadavg_after']}")
+    fig.savefig(path, dpi=110)
+
+
 # ----------------------------------------------------------------------------- run, report
 def run_bench(models: dict, args, codec=None) -> dict:
     """Runs the chosen sections over `models` (name -> WorldModel; the first one's shapes are the
@@ -365,6 +472,8 @@ def run_bench(models: dict, args, codec=None) -> dict:
                        "rows": bench_stream(models, args, dev, codec)}
     if "kernels" in args.sections:
         r["kernels"] = bench_kernels(base, args, dev) | {"reps": args.kernel_reps}
+    if "app" in args.sections:
+        r["app"] = bench_app(next(iter(models.values())), args, codec)
     if "train" in args.sections:
         r["train"] = {"batch": args.train_batch, "iters": args.train_iters, "precision": args.precision,
                       "rows": bench_train(models, args, dev)}
@@ -435,6 +544,8 @@ def to_markdown(r: dict) -> str:
             lines += ["", "windowed_attention has no Triton backward (training runs torch SDPA, the "
                           "reference); its train fwd rows time kernels.windowed_attention_stream, the "
                           "forward kernel, at the training shape."]
+    if r.get("app"):
+        lines += app_markdown(r["app"])
     t = r.get("train")
     if t:
         lines += ["", "## Training iteration against clip length", "",
@@ -549,6 +660,8 @@ def _run(args: argparse.Namespace) -> None:
     (out / "bench.md").write_text(to_markdown(results))
     if "stream" in results:
         plot(results, out / "bench.png")
+    if "app" in results:
+        plot_app(results["app"], out / "app.png")
     print(to_markdown(results))
     png = f", {out / 'bench.png'}" if "stream" in results else ""
     print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}{png}")
