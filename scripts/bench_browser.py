@@ -8,7 +8,8 @@ starts from a file instead), holds W and counts the frames the page draws.
     python scripts/bench_browser.py --tabs 8 --hold 20              # 8 tabs holding W at once
 
 Also measures Start to first frame (click to the first frame drawn) for every start, and what an idle
-tab costs the server (its CPU over --idle seconds with the tabs started and nothing held). Prints
+tab costs the server: its CPU over --idle seconds with the tabs started and nothing held, against
+the same server with no tab at all (measured first). Prints
 the figures with the device and /proc/loadavg before and after; --json writes them.
 Needs Playwright and Debian's chromium (`make install-dev`).
 """
@@ -34,6 +35,13 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def core_pct(pid: int, seconds: float) -> float:
+    """Percent of one core that process `pid` uses over the next `seconds`."""
+    c0, t0 = cpu_seconds(pid), time.time()
+    time.sleep(seconds)
+    return 100 * (cpu_seconds(pid) - c0) / (time.time() - t0)
 
 
 def start(page, episode: str | None, compare: bool) -> float:
@@ -72,6 +80,8 @@ def run(args, proc_pid: int, url: str, pw) -> dict:
     browser = pw.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
     out: dict = {"runs": [], "start_s": []}
     try:
+        if args.idle:  # the server alone, no tab: what an idle tab adds is measured against this
+            out["no_tab_core_pct"] = core_pct(proc_pid, args.idle)
         for _ in range(args.runs):
             pages = [browser.new_page(viewport={"width": 1400, "height": 1050}) for _ in range(args.tabs)]
             for page in pages:
@@ -85,10 +95,7 @@ def run(args, proc_pid: int, url: str, pw) -> dict:
                 pages[0].screenshot(path=args.screenshot)
             if args.idle:
                 time.sleep(1.0)
-                c0, t0 = cpu_seconds(proc_pid), time.time()
-                time.sleep(args.idle)
-                out.setdefault("idle_core_pct", []).append(
-                    100 * (cpu_seconds(proc_pid) - c0) / (time.time() - t0))
+                out.setdefault("idle_core_pct", []).append(core_pct(proc_pid, args.idle))
             for page in pages:
                 page.close()
     finally:
@@ -104,6 +111,8 @@ def summary(out: dict, args) -> dict:
         s["fps_shown_per_tab_min"] = min(t["fps_shown"] for tabs in out["runs"] for t in tabs)
     if "idle_core_pct" in out:
         s["idle_core_pct"] = statistics.median(out["idle_core_pct"])
+        s["no_tab_core_pct"] = out["no_tab_core_pct"]
+        s["idle_tab_adds_core_pct"] = s["idle_core_pct"] - s["no_tab_core_pct"]
     return s
 
 

@@ -67,7 +67,7 @@ def test_history_script_and_app_report(tmp_path):
     assert list(hist["rss_mb"]) == ["10", "60"] and math.isfinite(hist["latency_change_pct"])
     assert abs(hist["rss_growth_pct"]) < 5 and hist["ms_after_10"] > 0 and hist["ms_after_60"] > 0
     browser = {"fps_shown_median": 9.0, "fps_shown_runs": [8.0, 9.0, 10.0], "start_s_median": 0.5,
-               "start_s": [2.0, 0.5, 0.4], "idle_core_pct": 0.3, "tabs": 1}
+               "start_s": [2.0, 0.5, 0.4], "idle_core_pct": 0.3, "no_tab_core_pct": 0.2, "tabs": 1}
     app = {"loadavg_before": [3.0, 2.0, 1.0], "loadavg_after": [3.5, 2.0, 1.0],
            "server": {"ms_per_frame": 50.0, "fps": 20.0}, "browser_env_off": browser,
            "browser_env_on": browser, "tabs": dict(browser, tabs=8, fps_shown_per_tab_min=1.9),

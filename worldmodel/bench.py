@@ -423,7 +423,8 @@ def app_markdown(a: dict) -> list[str]:
                 ["Start to first frame, env on (median)", f"{on['start_s_median']:.2f} s"],
                 [f"{tabs['tabs']} tabs holding W at once: slowest tab, mean",
                  f"{tabs['fps_shown_per_tab_min']:.2f} fps, {tabs['fps_shown_median']:.2f} fps"],
-                ["server CPU with an idle started tab", f"{idle:.2f}% of a core"],
+                ["server CPU with an idle started tab (with no tab at all)",
+                 f"{idle:.2f}% of a core ({off.get('no_tab_core_pct', float('nan')):.2f}%)"],
                 [f"per-frame latency after 10 / {n:,} frames of history (interleaved)",
                  f"{hist['ms_after_10']:.1f} / {hist[f'ms_after_{n}']:.1f} ms "
                  f"({hist['latency_change_pct']:+.1f}%)"],

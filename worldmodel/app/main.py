@@ -412,9 +412,10 @@ def _side_panel(args: argparse.Namespace, rate: str) -> dict:
     return c
 
 
-# The frame rate of the app's defaults as measured (BENCHMARKS.md, "Browser frame rate"); the page says it.
-MEASURED_RATE = ("frames come as fast as the model makes them (measured at the defaults on a 2-core CPU: "
-                 "see BENCHMARKS.md).")
+# The frame rate at the app's defaults as measured (BENCHMARKS.md, "The demo at the model's speed").
+MEASURED_RATE = ("frames come as fast as the model makes them: measured at these defaults in headless "
+                 "Chromium on a 2-core CPU while other jobs loaded it (load average ~8), 2.0 frames/s "
+                 "(median of 3 runs), every frame the model made (BENCHMARKS.md).")
 
 
 def build_demo(world, sessions, contexts, args: argparse.Namespace):
