@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ import torch
 from helpers import randomized
 from safetensors.torch import load_file, save_file
 
+from worldmodel import cli
 from worldmodel.data import episodes
 from worldmodel.diffusion import DiffusionSampler
 from worldmodel.world import MAX_EXTRA_BYTES, World, load_codec, load_model, load_world
@@ -307,7 +311,7 @@ def _file(kind, world, path):
 
 
 FILES = {"missing": "No such file", "empty": "too short", "garbage": "header", "huge header": "header claims",
-         "bad json": "unreadable safetensors header", "truncated": "not a world snapshot",
+         "bad json": "unreadable safetensors header", "truncated": "not a readable world snapshot",
          "1 GiB extra": "keys beyond the state", "no frames_seen": "missing meta.frames_seen"}
 
 
@@ -504,3 +508,28 @@ def test_episode_with_inf_pose_cannot_seed_a_world(model, reference):
     poses = POSES.copy()
     poses[1, 0] = np.inf  # what an uploaded episode with an inf pose gives World.reset
     refused(played(model), _reset(poses=poses), "finite", reference)
+
+
+# -- the command line -----------------------------------------------------------------------------
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::"])
+def test_serving_beyond_this_machine_is_said(host):
+    assert "reachable from other machines" in cli.exposure_warning("play", host)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", None])
+def test_local_serving_says_nothing(host):
+    assert cli.exposure_warning("play", host) is None
+
+
+def test_interrupt_is_one_line_not_a_traceback(monkeypatch, capsys):
+    def run(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "fake_command", SimpleNamespace(add_arguments=lambda p: p, run=run))
+    monkeypatch.setattr(cli, "COMMANDS", {"fake": ("fake_command", "add_arguments", "run", "a test")})
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        assert cli.main(["fake"]) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert capsys.readouterr().err == "worldmodel: interrupted\n"

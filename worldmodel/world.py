@@ -369,7 +369,7 @@ class World:
             snap = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             why = str(e).replace(str(path), name)
-            raise ValueError(f"{name} is not a world snapshot of this model: {why}") from None
+            raise ValueError(f"{name} is not a readable world snapshot of this model: {why}") from None
         try:
             self.restore(snap)
         except ValueError as e:
