@@ -178,7 +178,7 @@ def server(tmp_path_factory):
             ["--checkpoint", str(checkpoint), "--context", str(CONTEXT), "--max-envs", "1"],
             tmp_path_factory.mktemp("app") / "server.log",
             env,
-            timeout=120,
+            timeout=300,  # under load the warm-up game and the env prefetch slow the start
         )
     except RuntimeError as e:
         pytest.fail(str(e))
