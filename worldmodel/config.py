@@ -159,8 +159,6 @@ class TrainConfig:
     pose_drop: float = 0.3  # pose-conditioned models: clips trained without their poses (play without pose)
     gap_prob: float = 0.0  # clips with a memory gap after the clean prefix (see FlowMatching)
     gap_max: int = 32  # ... of up to this many frames
-    rollout_prob: float = 0.0  # batches trained on the model's own rollouts (see FlowMatching)
-    rollout_max: int = 12  # ... of up to this many frames
     # Curriculum: [[step, clip_len], ...] -- clip length switches at those steps.
     curriculum: list = field(default_factory=list)
     val_every: int = 250

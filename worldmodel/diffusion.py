@@ -33,8 +33,7 @@ class FlowMatching:
 
     def __init__(self, prefix_prob: float = 0.5, prev_noise: float = 0.2, self_prev_prob: float = 0.0,
                  frame_range: float | None = 1.0, pose_drop: float = 0.0, gap_prob: float = 0.0,
-                 gap_max: int = 32, prefix_min: float = 0.5, rollout_prob: float = 0.0, rollout_max: int = 12,
-                 commit_sigma: float = 0.25):
+                 gap_max: int = 32, prefix_min: float = 0.5):
         # The clean previous frame each frame is conditioned on is, when streaming, the model's own
         # imperfect frame. So in training it gets a noise level drawn from [0, prev_noise], and with
         # probability self_prev_prob per clip it is replaced by the model's own (detached) prediction
@@ -53,12 +52,6 @@ class FlowMatching:
         # same recall PSNR from 16 context frames as from ~520. With them the far context changes the
         # frames, though not yet for the better on average (BENCHMARKS.md).
         self.gap_prob, self.gap_max = gap_prob, gap_max
-        # Own rollouts (Self-Forcing's lesson, with real frames as the target): in this fraction of
-        # the batches, the model itself makes K <= rollout_max frames after a clean prefix, exactly as
-        # World streams them (DiffusionSampler, 1 step, committed at commit_sigma), and only the real
-        # frames after them are scored. Streaming, every frame is made from the model's own earlier
-        # ones; trained on real context only, free play fell below the mean frame within ~10 frames.
-        self.rollout_prob, self.rollout_max, self.commit_sigma = rollout_prob, rollout_max, commit_sigma
 
     def training_sigmas(self, batch: int, frames: int, device=None, generator=None):
         """Noise level per frame (B, T) and the mask of frames that count in the loss."""
@@ -91,58 +84,14 @@ class FlowMatching:
         s = sigma.reshape(*sigma.shape, *([1] * (x0.ndim - sigma.ndim)))
         return (1 - s) * x0 + s * noise
 
-    def _drop_poses(self, pose, batch: int, generator):
-        if pose is None or self.pose_drop <= 0:
-            return pose
-        drop = torch.rand(batch, device=pose.device, generator=generator) < self.pose_drop
-        return pose.masked_fill(drop[:, None, None], float("nan"))
-
-    @staticmethod
-    def _scored_loss(pred, x0, scored):
-        per_frame = (pred.float() - x0.float()).pow(2).mean(dim=(2, 3, 4))
-        return (per_frame * scored).sum() / scored.sum().clamp(min=1)
-
-    def own_frames(self, model, x0, action, pose, prefix: int, k: int, generator=None):
-        """The k frames (B, k, H, W, C) the model streams after the clean frames x0[:, :prefix], made
-        as World makes them (one sampler step, each committed before the next)."""
-        B, dev = x0.shape[0], x0.device
-        sampler = DiffusionSampler(1, self.commit_sigma, self.frame_range, dev)
-        with torch.no_grad():
-            _, state = model(x0[:, :prefix], torch.zeros(B, prefix, device=dev), action[:, :prefix], None,
-                             pose=None if pose is None else pose[:, :prefix])
-            frames = []
-            for t in range(prefix, prefix + k):
-                frame, state = sampler(model, state, action[:, t:t + 1],
-                                       None if pose is None else pose[:, t:t + 1], generator)
-                frames.append(frame)
-        return torch.cat(frames, dim=1).to(x0.dtype)
-
-    def rollout_loss(self, model, x0, action, generator=None, pose=None):
-        """Real prefix (clean), k of the model's own frames (at the commit level, unscored), then real
-        frames at independent noise levels, scored: the model learns to continue its own frames."""
-        B, T = x0.shape[:2]
-        dev = x0.device
-        k = min(int(torch.randint(1, self.rollout_max + 1, (1,), device=dev, generator=generator)), T - 5)
-        prefix = int(torch.randint(max(1, T // 4), T - k - 3, (1,), device=dev, generator=generator))
-        frames = x0.clone()
-        frames[:, prefix:prefix + k] = self.own_frames(model, x0, action, pose, prefix, k, generator)
-        t = torch.arange(T, device=dev)[None].expand(B, T)
-        sigma = torch.rand(B, T, device=dev, generator=generator)
-        sigma = torch.where(t < prefix, 0.0, torch.where(t < prefix + k, self.commit_sigma, sigma))
-        noise = torch.randn(x0.shape, device=dev, generator=generator, dtype=x0.dtype)
-        prev = torch.cat([torch.zeros_like(x0[:, :1]), frames[:, :-1]], dim=1)
-        pred, _ = model(self.add_noise(frames, sigma, noise), sigma, action, prev=prev, pose=pose)
-        return self._scored_loss(pred, x0, t >= prefix + k)
-
     def loss(self, model, x0, action, generator=None, pose=None):
         """Mean squared error of the predicted clean frames over the scored frames. x0: (B, T, H, W, C)
         in [-1, 1] (or latents); pose: (B, T, 4) or None, dropped per clip with probability pose_drop."""
         B, T = x0.shape[:2]
-        if self.rollout_prob > 0 and T > 8 and float(torch.rand(1, device=x0.device, generator=generator)) \
-                < self.rollout_prob:
-            return self.rollout_loss(model, x0, action, generator, self._drop_poses(pose, B, generator))
         sigma, scored = self.training_sigmas(B, T, x0.device, generator)
-        pose = self._drop_poses(pose, B, generator)
+        if pose is not None and self.pose_drop > 0:
+            drop = torch.rand(B, device=x0.device, generator=generator) < self.pose_drop
+            pose = pose.masked_fill(drop[:, None, None], float("nan"))
         noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
         x = self.add_noise(x0, sigma, noise)
         prev = torch.cat([torch.zeros_like(x0[:, :1]), x0[:, :-1]], dim=1)
@@ -165,7 +114,8 @@ class FlowMatching:
                     first = first.clamp(-self.frame_range, self.frame_range)
                 prev[own, 1:] = first[:, :-1].to(prev.dtype)
         pred, _ = model(x, sigma, action, prev=prev, pose=pose)
-        return self._scored_loss(pred, x0, scored)
+        per_frame = (pred.float() - x0.float()).pow(2).mean(dim=(2, 3, 4))
+        return (per_frame * scored).sum() / scored.sum().clamp(min=1)
 
     @staticmethod
     def velocity(x, x0_pred, sigma):
@@ -208,17 +158,17 @@ class DiffusionSampler:
     @torch.no_grad()
     def __call__(self, model, state: dict, action: torch.Tensor, pose: torch.Tensor | None,
                  generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        """The next frame (B, 1, H, W, C) in model space and the state that has seen it; action: (B, 1)
-        ids, pose: (B, 1, 4) or None. Draws the start noise, then the commit noise, from `generator`."""
-        c, device, B = getattr(model, "module", model).cfg, self.sigmas.device, action.shape[0]
-        x = torch.randn((B, 1, c.frame_size, c.frame_size, c.in_channels), device=device, generator=generator)
+        """The next frame (1, 1, H, W, C) in model space and the state that has seen it; action: (1, 1)
+        ids, pose: (1, 1, 4) or None. Draws the start noise, then the commit noise, from `generator`."""
+        c, device = model.cfg, self.sigmas.device
+        x = torch.randn((1, 1, c.frame_size, c.frame_size, c.in_channels), device=device, generator=generator)
         for s, s_next in zip(self.sigmas[:-1], self.sigmas[1:]):
-            x0, _ = model(x, s.expand(B, 1), action, state, pose=pose)
+            x0, _ = model(x, s.reshape(1, 1), action, state, pose=pose)
             v = FlowMatching.velocity(x, x0, s)
             x = (x.float() + (s_next - s) * v).to(v.dtype)
         if self.frame_range is not None:
             x = x.clamp(-self.frame_range, self.frame_range)
-        commit = torch.full((B, 1), self.commit_sigma, device=device)
+        commit = torch.full((1, 1), self.commit_sigma, device=device)
         x_commit = x
         if self.commit_sigma > 0:
             eps = torch.randn(x.shape, device=device, generator=generator)

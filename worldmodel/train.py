@@ -225,7 +225,7 @@ def save_sample(path: Path, model, episode_dir, context: int = 16, horizon: int 
 
 # Flags that override the preset's TrainConfig field of the same name.
 TRAIN_FLAGS = ("batch_size", "max_steps", "lr", "clip_len", "grad_accum", "val_every", "ckpt_every",
-               "sample_every", "gap_prob", "gap_max", "prefix_prob", "prefix_min", "rollout_prob")
+               "sample_every", "gap_prob", "gap_max", "prefix_prob", "prefix_min")
 LOG_EVERY = 10  # steps between lines of metrics.jsonl
 
 
@@ -275,8 +275,7 @@ class Trainer:
         self.flow = FlowMatching(prefix_prob=t.prefix_prob, prefix_min=t.prefix_min,
                                  self_prev_prob=t.self_prev_prob, pose_drop=t.pose_drop,
                                  frame_range=None if self.codec is not None else 1.0,
-                                 gap_prob=t.gap_prob, gap_max=t.gap_max, rollout_prob=t.rollout_prob,
-                                 rollout_max=t.rollout_max)
+                                 gap_prob=t.gap_prob, gap_max=t.gap_max)
         self.val_set = None
         if args.val_data:
             self.val_set = _clip_dataset(args.val_data, t.clip_len, seed=1, codec=self.codec)
@@ -469,8 +468,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     arg("--gap-prob", type=float, help="fraction of clean-prefix clips with a memory gap: up to --gap-max "
                                        "frames after the prefix heavily noised, so later ones are recalled")
     arg("--gap-max", type=int, help="longest memory gap in frames (default 32)")
-    arg("--rollout-prob", type=float, help="fraction of batches trained on the model's own rollouts: up to "
-                                           "12 frames it streams itself, then real frames scored (default 0)")
     arg("--prefix-prob", type=float, help="fraction of clips with a clean prefix (default 0.5; the rest get "
                                           "independent noise levels per frame)")
     arg("--prefix-min", type=float, help="a clean prefix covers more than this fraction of the clip (default "
