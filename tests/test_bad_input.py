@@ -19,6 +19,7 @@ from helpers import randomized
 from safetensors.torch import load_file, save_file
 
 from worldmodel import cli
+from worldmodel.app.main import exposure_warning
 from worldmodel.data import episodes
 from worldmodel.diffusion import DiffusionSampler
 from worldmodel.world import MAX_EXTRA_BYTES, World, load_codec, load_model, load_world
@@ -513,12 +514,12 @@ def test_episode_with_inf_pose_cannot_seed_a_world(model, reference):
 # -- the command line -----------------------------------------------------------------------------
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::"])
 def test_serving_beyond_this_machine_is_said(host):
-    assert "reachable from other machines" in cli.exposure_warning("play", host)
+    assert "reachable from other machines" in exposure_warning(host)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", None])
 def test_local_serving_says_nothing(host):
-    assert cli.exposure_warning("play", host) is None
+    assert exposure_warning(host) is None
 
 
 def test_interrupt_is_one_line_not_a_traceback(monkeypatch, capsys):

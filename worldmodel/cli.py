@@ -40,26 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-def exposure_warning(command: str, host: str | None) -> str | None:
-    """What to tell someone who serves the demo beyond this machine (`play --host 0.0.0.0`)."""
-    if command != "play" or host is None or host in LOCAL_HOSTS:
-        return None
-    return (f"worldmodel play: warning: --host {host} makes the demo reachable from other machines on "
-            "the network, without a password; anyone who reaches the port can play and upload files "
-            "(use the default 127.0.0.1 to keep it on this machine)")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Ctrl+C (or SIGINT to the process group, as `make` passes it on) ends the command with one
     line and status 130, not a traceback; a second one while it winds down is ignored."""
     try:
         args = build_parser().parse_args(argv)
-        warning = exposure_warning(args.command, getattr(args, "host", None))
-        if warning:
-            print(warning, file=sys.stderr, flush=True)
         module, run_fn = args._run
         return getattr(importlib.import_module(module), run_fn)(args) or 0
     except KeyboardInterrupt:

@@ -474,10 +474,25 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt  # SIGTERM stops the server like Ctrl+C, so the cleanup below runs
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure_warning(host: str | None) -> str | None:
+    """What to tell someone who serves the demo beyond this machine (`--host 0.0.0.0`)."""
+    if host is None or host in LOCAL_HOSTS:
+        return None
+    return (f"worldmodel play: warning: --host {host} makes the demo reachable from other machines on "
+            "the network, without a password; anyone who reaches the port can play and upload files "
+            "(use the default 127.0.0.1 to keep it on this machine)")
+
+
 def run(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    warning = exposure_warning(args.host)
+    if warning:  # both `worldmodel play` and `python -m worldmodel.app` come through here
+        print(warning, file=sys.stderr, flush=True)
     import torch
 
     from worldmodel.world import load_world
