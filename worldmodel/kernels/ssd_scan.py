@@ -40,6 +40,24 @@ from ._common import DOT_PRECISION, pow2
 
 # ----------------------------------------------------------------------------- kernels
 @triton.jit
+def _tile(H, P, N, BLOCK_Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's p-tile, batch, head and flat (batch, head) index (int64 for offsets), and the
+    offsets and masks of its (chunk, p, n) tile; causal[i, j] = (i >= j) inside a chunk."""
+    pid_bh = tl.program_id(0)
+    pid_p = tl.program_id(1)
+    offs_q = tl.arange(0, BLOCK_Q)
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_p = offs_p < P
+    mask_n = offs_n < N
+    mask_pn = mask_p[:, None] & mask_n[None, :]
+    pn = offs_p[:, None] * N + offs_n[None, :]  # offsets inside one contiguous (P, N) state
+    causal = offs_q[:, None] >= offs_q[None, :]
+    return (pid_p, (pid_bh // H).to(tl.int64), pid_bh % H, pid_bh.to(tl.int64),
+            offs_q, offs_p, offs_n, mask_p, mask_n, mask_pn, pn, causal)
+
+
+@triton.jit
 def _ssd_fwd_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, s0_ptr, y_ptr, states_ptr, sfin_ptr,
     L, H, P, N, n_chunks,
@@ -51,19 +69,8 @@ def _ssd_fwd_kernel(
     HAS_S0: tl.constexpr, STORE_STATES: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr,
 ):
-    pid_bh = tl.program_id(0)
-    pid_p = tl.program_id(1)
-    b = (pid_bh // H).to(tl.int64)
-    h = pid_bh % H
-    bh = pid_bh.to(tl.int64)
-    offs_q = tl.arange(0, BLOCK_Q)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_p = offs_p < P
-    mask_n = offs_n < N
-    mask_pn = mask_p[:, None] & mask_n[None, :]
-    pn = offs_p[:, None] * N + offs_n[None, :]  # offsets inside one contiguous (P, N) state
-    causal = offs_q[:, None] >= offs_q[None, :]
+    (pid_p, b, h, bh, offs_q, offs_p, offs_n, mask_p, mask_n, mask_pn, pn,
+     causal) = _tile(H, P, N, BLOCK_Q, BLOCK_P, BLOCK_N)
 
     if HAS_S0:
         S = tl.load(s0_ptr + bh * P * N + pn, mask=mask_pn, other=0.0).to(tl.float32)
@@ -134,20 +141,9 @@ def _ssd_bwd_kernel(
     #   dx = dt dxdt,  ddt = x.dxdt + A da,  dA = sum dt da.
     # Every sum over p is partial here (this program holds one p-tile): the partials are written
     # per (head, p-tile) and summed by the launcher.
-    pid_bh = tl.program_id(0)
-    pid_p = tl.program_id(1)
-    b = (pid_bh // H).to(tl.int64)
-    h = pid_bh % H
-    bh = pid_bh.to(tl.int64)
+    (pid_p, b, h, bh, offs_q, offs_p, offs_n, mask_p, mask_n, mask_pn, pn,
+     causal) = _tile(H, P, N, BLOCK_Q, BLOCK_P, BLOCK_N)
     part = bh * n_ptiles + pid_p  # index of this program's partial sums
-    offs_q = tl.arange(0, BLOCK_Q)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_p = offs_p < P
-    mask_n = offs_n < N
-    mask_pn = mask_p[:, None] & mask_n[None, :]
-    pn = offs_p[:, None] * N + offs_n[None, :]
-    causal = offs_q[:, None] >= offs_q[None, :]
 
     if HAS_GFIN:
         G = tl.load(gfin_ptr + bh * P * N + pn, mask=mask_pn, other=0.0).to(tl.float32)
