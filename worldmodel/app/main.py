@@ -414,8 +414,8 @@ def _side_panel(args: argparse.Namespace, rate: str) -> dict:
 
 # The frame rate at the app's defaults as measured (BENCHMARKS.md, "The demo at the model's speed").
 MEASURED_RATE = ("frames come as fast as the model makes them: measured at these defaults in headless "
-                 "Chromium on a 2-core CPU while other jobs loaded it (load average ~8), 2.0 frames/s "
-                 "(median of 3 runs), every frame the model made (BENCHMARKS.md).")
+                 "Chromium on a quiet 2-core CPU, 9.6 frames/s holding W (8.6 with the real environment "
+                 "alongside; median of 3 runs), 2.0 frames/s while other jobs loaded it (BENCHMARKS.md).")
 
 
 def build_demo(world, sessions, contexts, args: argparse.Namespace):
