@@ -23,11 +23,7 @@ import time
 from pathlib import Path
 
 from worldmodel.app.headless import CHROMIUM, CHROMIUM_ARGS, launch_app, stop_app
-
-
-def loadavg() -> list[float]:
-    with open("/proc/loadavg") as f:
-        return [float(x) for x in f.read().split()[:3]]
+from worldmodel.bench import loadavg
 
 
 def cpu_seconds(pid: int) -> float:

@@ -22,13 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldmodel.bench import memory_in_use
+from worldmodel.bench import loadavg, memory_in_use
 from worldmodel.world import World, load_world
-
-
-def loadavg() -> list[float]:
-    with open("/proc/loadavg") as f:
-        return [float(x) for x in f.read().split()[:3]]
 
 
 def new_world(template: World, steps: int, seed: int = 0) -> World:

@@ -23,6 +23,7 @@ import numpy as np
 from fastapi import WebSocket
 
 from worldmodel.app.headless import CHROMIUM, CHROMIUM_ARGS, free_port
+from worldmodel.bench import loadavg
 
 FRAMES = np.random.default_rng(0).integers(0, 256, (16, 64, 64, 3), dtype=np.uint8)
 
@@ -112,7 +113,7 @@ def main() -> int:
     demo.launch(server_name="127.0.0.1", server_port=port, head=_PAGE_JS, prevent_thread_lock=True,
                 quiet=True)
     demo.app.add_api_websocket_route("/bench/ws", ws_route)
-    load = [open("/proc/loadavg").read().split()[:3]]
+    load = [loadavg()]
     results = {}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -127,7 +128,7 @@ def main() -> int:
         stop.set()
         browser.close()
     demo.close()
-    load.append(open("/proc/loadavg").read().split()[:3])
+    load.append(loadavg())
     out = {"results": results, "loadavg_before_after": load, "cpus": os.cpu_count()}
     print(json.dumps(out, indent=1))
     if args.out:
