@@ -12,8 +12,8 @@ sheet of it: the real frames above each model's.
 import argparse
 
 from worldmodel.eval.media import contact_sheet, write_image
-from worldmodel.eval.metrics import frame_metrics
 from worldmodel.eval.rollout import env_context, parse_actions, rollout
+from worldmodel.metrics import frame_metrics
 from worldmodel.world import load_world
 
 SCRIPT = "A*10 .*30 A*20"

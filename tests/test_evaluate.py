@@ -17,9 +17,9 @@ from worldmodel.actions import LEFT
 from worldmodel.cli import main
 from worldmodel.data.episodes import actions_to_index, load_episode
 from worldmodel.data.generate import generate_episodes
-from worldmodel.eval.metrics import LPIPS, PSNR_CAP_DB, frame_metrics
 from worldmodel.eval.protocols import REFERENCES, reference_frames
 from worldmodel.eval.rollout import parse_actions, read_actions_file
+from worldmodel.metrics import LPIPS, PSNR_CAP_DB, frame_metrics
 
 LENGTH = 80
 HORIZON = 12

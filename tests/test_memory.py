@@ -2,8 +2,8 @@
 renders views last seen 32-52 frames before (beyond its attention window and its SSM heads' reach)
 far better with its pose-keyed memory than without it."""
 
-from worldmodel.eval.metrics import frame_metrics
 from worldmodel.eval.rollout import env_context, parse_actions, rollout
+from worldmodel.metrics import frame_metrics
 from worldmodel.world import load_world
 
 SCRIPT = "A*10 .*12 A*20"  # half a turn, a wait, then a full turn past views seen in the context

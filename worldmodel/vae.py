@@ -153,29 +153,20 @@ def _pixels(frames: np.ndarray, device) -> torch.Tensor:
     return frames_to_model(torch.from_numpy(frames).to(device)).permute(0, 3, 1, 2)
 
 
-def _unit(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [0, 1]."""
-    return frames.permute(0, 3, 1, 2).float() / 255.0
-
-
 @torch.no_grad()
 def reconstruction_metrics(vae: AutoencoderKL, frames: np.ndarray, device, batch: int = 64) -> dict:
-    """Mean PSNR / SSIM of decode(mode(encode(x))) over uint8 `frames`, per frame on the uint8 frames a
-    user would see, as `worldmodel eval` scores them (torchmetrics, data range 1, PSNR capped at 100 dB)."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+    """Mean PSNR / SSIM of decode(mode(encode(x))) over uint8 `frames`, scored on the uint8 frames a
+    user would see by the eval's own metrics (worldmodel.metrics)."""
+    from .metrics import frame_metrics
 
     vae.eval()
-    psnr, ssim = [], []
+    decoded = []
     for i in range(0, len(frames), batch):
         z = vae.encode(_pixels(frames[i:i + batch], device)).latent_dist.mode()
-        pred = _unit(frames_from_model(vae.decode(z).sample.permute(0, 2, 3, 1)).cpu())
-        target = _unit(torch.from_numpy(frames[i:i + batch]))
-        psnr.append(peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
-                    .clamp(max=100.0))
-        ssim.append(structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none"))
+        decoded.append(frames_from_model(vae.decode(z).sample.permute(0, 2, 3, 1)).cpu().numpy())
     vae.train()
-    return {"psnr": torch.cat(psnr).double().mean().item(), "ssim": torch.cat(ssim).double().mean().item(),
-            "frames": len(frames)}
+    m = frame_metrics(np.concatenate(decoded), np.asarray(frames))
+    return {"psnr": float(m["psnr"].mean()), "ssim": float(m["ssim"].mean()), "frames": len(frames)}
 
 
 @torch.no_grad()

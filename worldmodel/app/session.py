@@ -19,7 +19,7 @@ import numpy as np
 
 from worldmodel.data import episodes
 from worldmodel.eval.media import write_video
-from worldmodel.eval.metrics import psnr
+from worldmodel.metrics import psnr
 from worldmodel.world import World
 
 

@@ -19,7 +19,7 @@ The protocol is chosen by `--protocol` or by the `kind` in the episode folder's 
 Two trivial references are scored on the same frames: the last context frame repeated, and
 the mean of the context frames; with known poses the context frame closest in pose; with a
 latent model, also the true frames through its autoencoder (the ceiling of any model in that
-latent space). Metrics: worldmodel.eval.metrics; the written report: worldmodel.eval.report.
+latent space). Metrics: worldmodel.metrics; the written report: worldmodel.eval.report.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ import torch
 
 from ..actions import LEFT
 from ..data.episodes import actions_to_index, episode_poses, load_episode
+from ..metrics import LPIPS, PSNR_CAP_DB, frame_metrics, mean, recall_buckets
 from ..world import DEFAULT_CHECKPOINT, World, device_name, frames_from_model, frames_to_model, load_world
 from . import freeplay, paper, report
 from .media import contact_sheet, write_image, write_video
-from .metrics import LPIPS, PSNR_CAP_DB, frame_metrics, mean, recall_buckets
 from .rollout import rollout_episode
 
 REFERENCES = {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..metrics import PSNR_CAP_DB
 from . import freeplay
-from .metrics import PSNR_CAP_DB
 
 
 def fmt(x: float | None, digits: int) -> str:
