@@ -240,3 +240,74 @@ def test_configs_of_older_checkpoints_load():
     assert "action_dim" not in WorldModel(cfg | {"action_dim": 0}).config["config"]
     with pytest.raises(ValueError, match="action_dim=2 is no longer supported"):
         WorldModel(cfg | {"action_dim": 2})
+
+
+def test_fold_commit_keeps_the_last_denoising_pass_as_the_commit():
+    """With fold_commit, World.step runs `steps` model passes instead of steps + 1 and its state is
+    that of the last denoising pass (the frame seen at level 1/steps); the first frame is the same."""
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    actions = rng.integers(0, 6, 5)
+    worlds = {fold: World(randomized("ours"), steps=2, seed=4, fold_commit=fold) for fold in (False, True)}
+    calls = {}
+    for fold, world in worlds.items():
+        world.reset(frames, actions)
+        calls[fold] = []
+        handle = world.model.register_forward_hook(lambda m, args, kw, out, c=calls[fold]: c.append(kw),
+                                                   with_kwargs=True)
+        first = world.step(3)
+        handle.remove()
+        calls[fold] = len(calls[fold])
+        worlds[fold] = (world, first)
+    assert calls == {False: 3, True: 2}
+    assert np.array_equal(worlds[False][1], worlds[True][1])
+    # the folded state: the last pass (x at 0.5 after one Euler step) from the state before the step
+    world = World(randomized("ours"), steps=2, seed=4)
+    world.reset(frames, actions)
+    before, g = world._state, torch.Generator().set_state(world.generator.get_state())
+    model, a = world.model, torch.tensor([[3]])
+    with torch.no_grad():
+        x = torch.randn((1, 1, 64, 64, 3), generator=g)
+        x0, _ = model(x, torch.ones(1, 1), a, before)
+        x = x + (0.5 - 1.0) * FlowMatching.velocity(x, x0, torch.tensor(1.0))
+        _, expected = model(x, torch.full((1, 1), 0.5), a, before)
+    got = worlds[True][0].snapshot()
+    compared = 0
+    for key in [k for k in got if k.startswith("state.") and k != "state.prev"]:
+        ref = expected
+        for part in key[len("state."):].split("."):
+            ref = ref[part]
+        torch.testing.assert_close(got[key], ref)
+        compared += 1
+    assert compared >= 4  # every layer's SSM and attention state
+    with pytest.raises(ValueError, match="fold_commit needs steps >= 2"):
+        World(randomized("ours"), steps=1, fold_commit=True)
+
+
+def test_prev_level_condition_starts_as_the_model_it_was_added_to(tmp_path):
+    """A previous-frame level condition added to a trained model (warm start) changes no output until
+    trained; trained on noised previous frames, it gets gradients; the sampler's prev_sigma noises the
+    model's own previous frame and tells it the level."""
+    from worldmodel.train import warm_start
+    base = randomized("ours", pose_cond=True, pose_memory=True)
+    base.save_pretrained(tmp_path)
+    told = WorldModel(base.cfg.to_dict() | {"prev_level_cond": True})
+    warm_start(told, tmp_path)
+    x, sigma, a, pose = clip(T=5, pose=True)
+    with torch.no_grad():
+        torch.testing.assert_close(told(x, sigma, a, pose=pose, prev_sigma=torch.full((2, 5), 0.6))[0],
+                                   base(x, sigma, a, pose=pose)[0])
+    told.train()
+    FlowMatching(prev_noise=0.7).loss(told, x.clamp(-1, 1), a, torch.Generator().manual_seed(0), pose).backward()
+    assert told.prev_level_embed.linear_2.weight.grad.abs().sum() > 0
+    told.eval()
+    rng = np.random.default_rng(3)
+    frames, actions = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8), rng.integers(0, 6, 4)
+    outs = []
+    for prev_sigma in (0.0, 0.5):
+        world = World(told, steps=2, seed=1, prev_sigma=prev_sigma, poses=None)
+        world.reset(frames, actions)
+        outs.append(world.step(1))
+    assert not np.array_equal(*outs)
+    with pytest.raises(ValueError, match="prev_sigma"):
+        World(told, prev_sigma=1.5)

@@ -181,7 +181,7 @@ def bench_stream(models: dict, args, dev: torch.device, codec=None) -> list[dict
                 continue
             # The causal baseline's prefill mask is (chunk*N) x (history*N): keep its chunks short.
             world = World(model, steps=args.steps, device=dev, prefill_chunk=8 if full_attention else 64,
-                          codec=codec)  # a latent model streams frames through its autoencoder, as in the app
+                          codec=codec, fold_commit=args.fold_commit)  # a latent model streams frames through its autoencoder, as in the app
             if not warm:  # one untimed short point first: one-time allocations and lazy set-up
                 time_stream(world, min(args.history), 0, 1)
                 warm = True
@@ -364,12 +364,12 @@ def app_jobs(args) -> dict[str, list[str]]:
     """The scripts (in the repository's scripts/) the app section runs, with their arguments."""
     hold, runs = ("2", "1") if args.quick else ("10", "3")
     checkpoint = ["--checkpoint", args.checkpoint] if args.checkpoint else []
-    browser = ["bench_browser.py", "--runs", runs, "--hold", hold,
-               "--app-args", f"--steps {args.steps}", *checkpoint]
+    app_args = f"--steps {args.steps}" + (" --fold-commit" if args.fold_commit else "")
+    browser = ["bench_browser.py", "--runs", runs, "--hold", hold, "--app-args", app_args, *checkpoint]
     return {"browser_env_off": browser + ["--idle", "5"],
             "browser_env_on": browser + ["--compare"],
             "tabs": ["bench_browser.py", "--runs", "1", "--tabs", "2" if args.quick else "8",
-                     "--hold", "4" if args.quick else "20", "--app-args", f"--steps {args.steps}",
+                     "--hold", "4" if args.quick else "20", "--app-args", app_args,
                      *checkpoint],
             "history": ["bench_history.py", "--steps", str(args.steps), *checkpoint,
                         *(["--frames", "100", "--checkpoints", "10", "100", "--reps", "5"] if args.quick
@@ -381,7 +381,7 @@ def bench_app(model: WorldModel, args, codec=None) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the app computes each frame
     try:
-        world = World(model, steps=args.steps, device=dev, codec=codec)
+        world = World(model, steps=args.steps, device=dev, codec=codec, fold_commit=args.fold_commit)
         row = time_stream(world, 21, args.frames, args.warmup)
     finally:
         torch.set_num_threads(threads)
@@ -461,7 +461,7 @@ def run_bench(models: dict, args, codec=None) -> dict:
     base = next(iter(models.values())).cfg
     r = {"device": device_name(dev), "device_type": dev.type, "torch": torch.__version__,
          "threads": torch.get_num_threads(), "sections": list(args.sections), "quick": args.quick,
-         "sampler_steps": args.steps, "passes_per_frame": args.steps + 1, "warmup": args.warmup,
+         "sampler_steps": args.steps, "passes_per_frame": args.steps + (not args.fold_commit), "warmup": args.warmup,
          "models": {name: {"variant": m.cfg.variant, "params_m": sum(p.numel() for p in m.parameters()) / 1e6,
                            "tokens_per_frame": m.cfg.tokens_per_frame, "d_model": m.cfg.d_model,
                            "n_layers": m.cfg.n_layers, "frame_size": m.cfg.frame_size}
@@ -503,7 +503,8 @@ def to_markdown(r: dict) -> str:
     s = r.get("stream")
     if s and "stream" in r["sections"]:
         lines += ["", "## Per-frame latency against history", "",
-                  f"`World.step` end to end: {r['sampler_steps']} denoising passes + 1 commit pass + decode "
+                  f"`World.step` end to end: {r['sampler_steps']} denoising passes + "
+                  f"{r['passes_per_frame'] - r['sampler_steps']} commit pass + decode "
                   f"to uint8, batch 1, after `World.reset` on H random frames; median of {s['frames']} "
                   f"timed frames after {max(r['warmup'], 2)} warm-up frames. Full-attention models are "
                   f"skipped above --causal-max-history {s['causal_max_history']} frames.", "",
@@ -611,6 +612,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, help="warm-up frames / calls / iterations before timing "
                                               f"({dflt('warmup')})")
     p.add_argument("--steps", type=int, default=4, help="denoising steps per frame")
+    p.add_argument("--fold-commit", action="store_true", help="time World with the commit pass folded into "
+                                                              "the last denoising pass")
     p.add_argument("--kernel-reps", type=int, help=f"timed calls per kernel ({dflt('kernel_reps')})")
     p.add_argument("--kernel-clip", type=int, help="frames of the training shapes of the kernels (default: "
                                                    "the matching preset's training clip, else 32; --quick: "

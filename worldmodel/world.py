@@ -143,8 +143,8 @@ class World:
 
     def __init__(self, model: WorldModel, steps: int = 4, device: str | torch.device = "cpu", seed: int = 0,
                  prefill_chunk: int = 64, commit_sigma: float = 0.25, codec: FrameCodec | None = None,
-                 poses: PoseSource | None = None):
-        check_sampler_args(steps, commit_sigma)
+                 poses: PoseSource | None = None, fold_commit: bool = False, prev_sigma: float = 0.0):
+        check_sampler_args(steps, commit_sigma, fold_commit, prev_sigma)
         for name, value in (("seed", seed), ("prefill_chunk", prefill_chunk)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (name != "seed"):
                 raise ValueError(f"expected {name} as an int >= {int(name != 'seed')}, got {value!r}")
@@ -156,7 +156,7 @@ class World:
         check_codec(self.cfg, codec)
         self.codec = codec.to(self.device) if codec is not None else None
         self.sampler = DiffusionSampler(steps, commit_sigma, frame_range=1.0 if codec is None else None,
-                                        device=self.device)
+                                        device=self.device, fold_commit=fold_commit, prev_sigma=prev_sigma)
         self.steps, self.prefill_chunk, self.commit_sigma = steps, prefill_chunk, commit_sigma
         # The pose of each frame: by default dead reckoning for a pose-conditioned model, else none.
         self.poses = default_pose_source(self.cfg.pose_cond) if poses is None else poses
@@ -472,7 +472,7 @@ def load_codec(path_or_preset: str | Path | None = None) -> FrameCodec | None:
 
 
 def load_world(path_or_preset: str | Path | None = None, device: str = "auto", steps: int = 4,
-               seed: int = 0) -> World:
+               seed: int = 0, fold_commit: bool = False) -> World:
     """A `World` over a checkpoint folder (default: the shipped one) or an untrained preset."""
     return World(load_model(path_or_preset), steps=steps, device=device, seed=seed,
-                 codec=load_codec(path_or_preset))
+                 codec=load_codec(path_or_preset), fold_commit=fold_commit)

@@ -155,6 +155,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "preset name gives untrained weights, e.g. 'tiny' for tests)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--steps", type=int, default=4, help="denoising steps per frame (default 4)")
+    p.add_argument("--fold-commit", action="store_true",
+                   help="no commit pass: the last denoising pass's state is kept (one model pass per frame "
+                        "fewer; BENCHMARKS.md has what it does to quality)")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to serve on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to "
                         "the network)")
@@ -290,7 +293,8 @@ def _start_handlers(world, sessions, contexts, args: argparse.Namespace, view):
     model, device, codec = world.model, world.device, world.codec
 
     def new_session(seed: int) -> Session:
-        return Session(World(model, steps=args.steps, device=device, seed=seed, codec=codec),
+        return Session(World(model, steps=args.steps, device=device, seed=seed, codec=codec,
+                             fold_commit=args.fold_commit),
                        max_record=args.max_record)
 
     def with_env(maze: str, seed: int) -> Session:
@@ -464,7 +468,8 @@ def _warm_up(world, args: argparse.Namespace) -> None:
     kernels' first calls: seconds under load) that would otherwise fall on the first player."""
     from worldmodel.world import World
 
-    warm = World(world.model, steps=args.steps, device=world.device, codec=world.codec)
+    warm = World(world.model, steps=args.steps, device=world.device, codec=world.codec,
+                 fold_commit=args.fold_commit)
     warm.reset(np.zeros((args.context, *warm.frame_shape), np.uint8), np.zeros(args.context, np.int64))
     for _ in range(2):
         warm.step(1)
@@ -502,7 +507,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     try:
-        world = load_world(args.checkpoint, device=args.device, steps=args.steps)
+        world = load_world(args.checkpoint, device=args.device, steps=args.steps, fold_commit=args.fold_commit)
     except ValueError as e:
         print(f"worldmodel play: {e}", file=sys.stderr)
         return 2
