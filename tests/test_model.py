@@ -283,31 +283,3 @@ def test_fold_commit_keeps_the_last_denoising_pass_as_the_commit():
     with pytest.raises(ValueError, match="fold_commit needs steps >= 2"):
         World(randomized("ours"), steps=1, fold_commit=True)
 
-
-def test_prev_level_condition_starts_as_the_model_it_was_added_to(tmp_path):
-    """A previous-frame level condition added to a trained model (warm start) changes no output until
-    trained; trained on noised previous frames, it gets gradients; the sampler's prev_sigma noises the
-    model's own previous frame and tells it the level."""
-    from worldmodel.train import warm_start
-    base = randomized("ours", pose_cond=True, pose_memory=True)
-    base.save_pretrained(tmp_path)
-    told = WorldModel(base.cfg.to_dict() | {"prev_level_cond": True})
-    warm_start(told, tmp_path)
-    x, sigma, a, pose = clip(T=5, pose=True)
-    with torch.no_grad():
-        torch.testing.assert_close(told(x, sigma, a, pose=pose, prev_sigma=torch.full((2, 5), 0.6))[0],
-                                   base(x, sigma, a, pose=pose)[0])
-    told.train()
-    FlowMatching(prev_noise=0.7).loss(told, x.clamp(-1, 1), a, torch.Generator().manual_seed(0), pose).backward()
-    assert told.prev_level_embed.linear_2.weight.grad.abs().sum() > 0
-    told.eval()
-    rng = np.random.default_rng(3)
-    frames, actions = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8), rng.integers(0, 6, 4)
-    outs = []
-    for prev_sigma in (0.0, 0.5):
-        world = World(told, steps=2, seed=1, prev_sigma=prev_sigma, poses=None)
-        world.reset(frames, actions)
-        outs.append(world.step(1))
-    assert not np.array_equal(*outs)
-    with pytest.raises(ValueError, match="prev_sigma"):
-        World(told, prev_sigma=1.5)

@@ -181,7 +181,8 @@ def bench_stream(models: dict, args, dev: torch.device, codec=None) -> list[dict
                 continue
             # The causal baseline's prefill mask is (chunk*N) x (history*N): keep its chunks short.
             world = World(model, steps=args.steps, device=dev, prefill_chunk=8 if full_attention else 64,
-                          codec=codec, fold_commit=args.fold_commit)  # a latent model streams frames through its autoencoder, as in the app
+                          # a latent model streams frames through its autoencoder, as in the app
+                          codec=codec, fold_commit=args.fold_commit)
             if not warm:  # one untimed short point first: one-time allocations and lazy set-up
                 time_stream(world, min(args.history), 0, 1)
                 warm = True
@@ -461,7 +462,8 @@ def run_bench(models: dict, args, codec=None) -> dict:
     base = next(iter(models.values())).cfg
     r = {"device": device_name(dev), "device_type": dev.type, "torch": torch.__version__,
          "threads": torch.get_num_threads(), "sections": list(args.sections), "quick": args.quick,
-         "sampler_steps": args.steps, "passes_per_frame": args.steps + (not args.fold_commit), "warmup": args.warmup,
+         "sampler_steps": args.steps, "passes_per_frame": args.steps + (not args.fold_commit),
+         "warmup": args.warmup,
          "models": {name: {"variant": m.cfg.variant, "params_m": sum(p.numel() for p in m.parameters()) / 1e6,
                            "tokens_per_frame": m.cfg.tokens_per_frame, "d_model": m.cfg.d_model,
                            "n_layers": m.cfg.n_layers, "frame_size": m.cfg.frame_size}

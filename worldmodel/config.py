@@ -51,10 +51,6 @@ class ModelConfig:
     # Keys: tent weights on a memory_cells^2 lattice of positions (one per cell) times
     # memory_headings heading bins (Memory Maze turns 18.4 degrees a step: 20 bins ~ one per step).
     pose_memory: bool = False
-    # The previous frame's noise level as a further condition (GameNGen's fix for drift): trained on a
-    # previous frame noised up to TrainConfig.prev_noise and told how much, the network learns to
-    # correct it instead of copying it; streaming, its input is its own imperfect frame.
-    prev_level_cond: bool = False
     memory_cells: int = 10
     memory_headings: int = 20
 
@@ -160,7 +156,6 @@ class TrainConfig:
     prefix_prob: float = 0.5  # long-context training: clean prefix half of the time
     prefix_min: float = 0.5  # ... covering more than this fraction of the clip
     self_prev_prob: float = 0.5  # clips whose previous-frame input is the model's own prediction
-    prev_noise: float = 0.2  # the previous-frame input is noised to a level drawn from [0, prev_noise]
     pose_drop: float = 0.3  # pose-conditioned models: clips trained without their poses (play without pose)
     gap_prob: float = 0.0  # clips with a memory gap after the clean prefix (see FlowMatching)
     gap_max: int = 32  # ... of up to this many frames

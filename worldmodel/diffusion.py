@@ -94,36 +94,26 @@ class FlowMatching:
             pose = pose.masked_fill(drop[:, None, None], float("nan"))
         noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
         x = self.add_noise(x0, sigma, noise)
-        clean_prev = torch.cat([torch.zeros_like(x0[:, :1]), x0[:, :-1]], dim=1)
+        prev = torch.cat([torch.zeros_like(x0[:, :1]), x0[:, :-1]], dim=1)
         prev_sigma = torch.rand(B, T, device=x0.device, generator=generator) * self.prev_noise
         prev_eps = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
-        prev = self.add_noise(clean_prev, prev_sigma, prev_eps)
+        prev = self.add_noise(prev, prev_sigma, prev_eps)
         # after a heavily noised frame, its noised version is all the next one sees of it
         if self.gap_prob > 0:
             noisy_before = torch.cat([torch.zeros_like(sigma[:, :1]), sigma[:, :-1]], dim=1) >= self.GAP_SIGMA
             prev = torch.where(noisy_before.reshape(B, T, *([1] * (x0.ndim - 2))),
                                torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1), prev)
-            prev_sigma = torch.where(noisy_before, torch.cat([torch.zeros_like(sigma[:, :1]), sigma[:, :-1]], 1),
-                                     prev_sigma)
-        told = getattr(getattr(model, "module", model), "cfg").prev_level_cond
         if self.self_prev_prob > 0:
             own = torch.rand(B, device=x0.device, generator=generator) < self.self_prev_prob
             if own.any():
                 with torch.no_grad():
                     first, _ = model(x[own], sigma[own], action[own], prev=prev[own],
-                                     pose=None if pose is None else pose[own],
-                                     prev_sigma=prev_sigma[own] if told else None)
+                                     pose=None if pose is None else pose[own])
+                prev = prev.clone()
                 if self.frame_range is not None:
                     first = first.clamp(-self.frame_range, self.frame_range)
-                if told:  # the model's own frame, noised as a real one would be
-                    clean_prev = clean_prev.clone()
-                    clean_prev[own, 1:] = first[:, :-1].to(prev.dtype)
-                    prev = torch.where(own.reshape(B, *([1] * (x0.ndim - 1))),
-                                       self.add_noise(clean_prev, prev_sigma, prev_eps), prev)
-                else:
-                    prev = prev.clone()
-                    prev[own, 1:] = first[:, :-1].to(prev.dtype)
-        pred, _ = model(x, sigma, action, prev=prev, pose=pose, prev_sigma=prev_sigma if told else None)
+                prev[own, 1:] = first[:, :-1].to(prev.dtype)
+        pred, _ = model(x, sigma, action, prev=prev, pose=pose)
         per_frame = (pred.float() - x0.float()).pow(2).mean(dim=(2, 3, 4))
         return (per_frame * scored).sum() / scored.sum().clamp(min=1)
 
@@ -137,9 +127,9 @@ class FlowMatching:
 MAX_STEPS = 1000  # the scheduler's training timesteps: more sampling steps than that mean nothing
 
 
-def check_sampler_args(steps, commit_sigma, fold_commit: bool = False, prev_sigma=0.0) -> None:
+def check_sampler_args(steps, commit_sigma, fold_commit: bool = False) -> None:
     """ValueError unless `steps` is an int in 1..MAX_STEPS (2.. when folding the commit), `commit_sigma`
-    and `prev_sigma` numbers in [0, 1] and `fold_commit` a bool."""
+    a number in [0, 1] and `fold_commit` a bool."""
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= MAX_STEPS:
         raise ValueError(f"expected steps as an int in 1..{MAX_STEPS} (denoising steps per frame), "
                          f"got {steps!r}")
@@ -148,9 +138,9 @@ def check_sampler_args(steps, commit_sigma, fold_commit: bool = False, prev_sigm
     if fold_commit and steps < 2:
         raise ValueError("fold_commit needs steps >= 2: with 1 step the only pass sees pure noise, "
                          "which is no frame to commit")
-    for name, value in (("commit_sigma", commit_sigma), ("prev_sigma", prev_sigma)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"expected {name} as a number in [0, 1], got {value!r}")
+    if isinstance(commit_sigma, bool) or not isinstance(commit_sigma, numbers.Real) \
+            or not 0.0 <= commit_sigma <= 1.0:
+        raise ValueError(f"expected commit_sigma as a number in [0, 1], got {commit_sigma!r}")
 
 
 class DiffusionSampler:
@@ -164,15 +154,12 @@ class DiffusionSampler:
     `fold_commit`: keep the state of the last denoising pass instead of running a commit pass. That
     pass already saw the frame at a low noise level (1/steps: 0.25 at 4 steps), as the commit pass
     would at `commit_sigma`, so one model pass per frame is saved; `commit_sigma` is then unused.
-
-    `prev_sigma`: the previous frame (the model's own) is noised to this level before the model sees
-    it, and a ``prev_level_cond`` model is told the level: how much it should trust that frame.
     """
 
     def __init__(self, steps: int, commit_sigma: float = 0.25, frame_range: float | None = 1.0, device=None,
-                 fold_commit: bool = False, prev_sigma: float = 0.0):
-        check_sampler_args(steps, commit_sigma, fold_commit, prev_sigma)
-        self.fold_commit, self.prev_sigma = fold_commit, prev_sigma
+                 fold_commit: bool = False):
+        check_sampler_args(steps, commit_sigma, fold_commit)
+        self.fold_commit = fold_commit
         # The levels of diffusers' Euler scheduler (0 appended); its step, prev = x + (s' - s) v, is
         # written out below, so that no scheduler state needs resetting for every frame.
         sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)
@@ -187,13 +174,8 @@ class DiffusionSampler:
         ids, pose: (1, 1, 4) or None. Draws the start noise, then the commit noise, from `generator`."""
         c, device = model.cfg, self.sigmas.device
         x = torch.randn((1, 1, c.frame_size, c.frame_size, c.in_channels), device=device, generator=generator)
-        prev, prev_sigma = None, None
-        if self.prev_sigma > 0 and "prev" in state:
-            prev_sigma = torch.full((1, 1), self.prev_sigma, device=device)
-            eps = torch.randn(state["prev"].shape, device=device, generator=generator)
-            prev = FlowMatching.add_noise(state["prev"], prev_sigma, eps).to(state["prev"].dtype)
         for s, s_next in zip(self.sigmas[:-1], self.sigmas[1:]):
-            x0, seen = model(x, s.reshape(1, 1), action, state, prev=prev, pose=pose, prev_sigma=prev_sigma)
+            x0, seen = model(x, s.reshape(1, 1), action, state, pose=pose)
             v = FlowMatching.velocity(x, x0, s)
             x = (x.float() + (s_next - s) * v).to(v.dtype)
         if self.frame_range is not None:
@@ -208,7 +190,7 @@ class DiffusionSampler:
         if self.commit_sigma > 0:
             eps = torch.randn(x.shape, device=device, generator=generator)
             x_commit = FlowMatching.add_noise(x, commit, eps)
-        _, state = model(x_commit, commit, action, state, prev=prev, pose=pose, prev_sigma=prev_sigma)
+        _, state = model(x_commit, commit, action, state, pose=pose)
         if "prev" in state:  # the next frame is conditioned on this one, clean
             state["prev"] = x
         return x, state

@@ -194,11 +194,6 @@ class WorldModel(ModelMixin, ConfigMixin):
         self.sigma_embed = TimestepEmbedding(256, d)
         self.action_embed = nn.Embedding(cfg.num_actions, d)
         self.pose_embed = PoseEmbedding(d) if cfg.pose_cond else None
-        self.prev_level_embed = None
-        if cfg.prev_level_cond:  # zero output layer: added to a trained model, it changes nothing at first
-            self.prev_level_embed = TimestepEmbedding(256, d)
-            nn.init.zeros_(self.prev_level_embed.linear_2.weight)
-            nn.init.zeros_(self.prev_level_embed.linear_2.bias)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
@@ -249,21 +244,18 @@ class WorldModel(ModelMixin, ConfigMixin):
         new_state["prev_pose"] = pose[:, -1:]
         return mean.reshape(B, T, G, G, -1), conf.reshape(B, T, G, G, 1)
 
-    def _level(self, embed, sigma):
+    def condition(self, sigma, action, pose=None):
+        """One vector per frame from its noise level in [0, 1], its action and (if the model takes
+        it) the agent's pose."""
         B, T = sigma.shape
-        return embed(self.sigma_proj(sigma.reshape(-1) * 1000).to(self.pos_embed.dtype)).reshape(B, T, -1)
-
-    def condition(self, sigma, action, pose=None, prev_sigma=None):
-        """One vector per frame from its noise level in [0, 1], its action, (if the model takes
-        them) the agent's pose and the previous frame's noise level (None = clean)."""
-        c = self._level(self.sigma_embed, sigma) + self.action_embed(action)
+        levels = self.sigma_proj(sigma.reshape(-1) * 1000).to(self.pos_embed.dtype)
+        c = self.sigma_embed(levels).reshape(B, T, -1)
+        c = c + self.action_embed(action)
         if self.pose_embed is not None and pose is not None:
             c = c + self.pose_embed(pose)
-        if self.prev_level_embed is not None:
-            c = c + self._level(self.prev_level_embed, torch.zeros_like(sigma) if prev_sigma is None else prev_sigma)
         return c
 
-    def forward(self, x, sigma, action, state: dict | None = None, prev=None, pose=None, prev_sigma=None):
+    def forward(self, x, sigma, action, state: dict | None = None, prev=None, pose=None):
         """x: (B, T, H, W, C) noisy frames; sigma: (B, T) their noise levels; action: (B, T) ints;
         state: from ``init_state`` or a previous call, None = fresh.
         prev: (B, T, H, W, C) the clean frame before each frame; None = the state's newest frame,
@@ -271,7 +263,6 @@ class WorldModel(ModelMixin, ConfigMixin):
         ``state["prev"]`` with the clean frame it committed).
         pose: (B, T, 4) the agent's (x, y, dx, dy) per frame for a ``pose_cond`` model; None or
         NaN rows = unknown (ignored by other models).
-        prev_sigma: (B, T) the noise level of `prev` for a ``prev_level_cond`` model (None = clean).
         Returns the predicted clean frames (B, T, H, W, C) and the state after these T frames."""
         B, T = x.shape[:2]
         state = state or {}
@@ -287,7 +278,7 @@ class WorldModel(ModelMixin, ConfigMixin):
         if self.memory is not None:
             patches = torch.cat([patches, *self._recall(prev, pose, state, new_state)], dim=-1)
         h = self.patch_embed(patches) + self.pos_embed.reshape(1, 1, self.cfg.grid, self.cfg.grid, -1)
-        c = self.condition(sigma, action, pose, prev_sigma)
+        c = self.condition(sigma, action, pose)
         for i, blk in enumerate(self.blocks):
             h, new_state[str(i)] = blk(h, c, state.get(str(i), {}))
         shift, scale = self.final_ada(c)[:, :, None, None, :].chunk(2, dim=-1)

@@ -150,8 +150,8 @@ def warm_start(model: WorldModel, source: str | Path) -> list[str]:
     src = WorldModel.from_pretrained(str(source)).state_dict()
     grown, own = [], model.state_dict()
     for name, t in own.items():
-        if name not in src and name.startswith(("pose_embed.", "prev_level_embed.")):
-            continue  # a condition added: its zero output layer leaves the model unchanged
+        if name not in src and name.startswith("pose_embed."):
+            continue  # pose conditioning added: its zero output layer leaves the model unchanged
         if name not in src:
             raise ValueError(f"{source} has no tensor {name}: not a warm start for this architecture")
         old = src[name]
@@ -225,7 +225,7 @@ def save_sample(path: Path, model, episode_dir, context: int = 16, horizon: int 
 
 # Flags that override the preset's TrainConfig field of the same name.
 TRAIN_FLAGS = ("batch_size", "max_steps", "lr", "clip_len", "grad_accum", "val_every", "ckpt_every",
-               "sample_every", "gap_prob", "gap_max", "prefix_prob", "prefix_min", "prev_noise")
+               "sample_every", "gap_prob", "gap_max", "prefix_prob", "prefix_min")
 LOG_EVERY = 10  # steps between lines of metrics.jsonl
 
 
@@ -235,8 +235,7 @@ def configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
     m, t = preset.model, preset.train
     mcfg = dataclasses.replace(m, variant=args.variant or m.variant,
                                pose_cond=m.pose_cond or args.pose or args.pose_memory,
-                               pose_memory=m.pose_memory or args.pose_memory,
-                               prev_level_cond=m.prev_level_cond or args.prev_level)
+                               pose_memory=m.pose_memory or args.pose_memory)
     given = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
     tcfg = dataclasses.replace(t, **given)
     if args.clip_len is not None:  # longer curriculum stages are dropped
@@ -274,7 +273,7 @@ class Trainer:
             acc.init_trackers("worldmodel")
         t = self.tcfg
         self.flow = FlowMatching(prefix_prob=t.prefix_prob, prefix_min=t.prefix_min,
-                                 self_prev_prob=t.self_prev_prob, prev_noise=t.prev_noise, pose_drop=t.pose_drop,
+                                 self_prev_prob=t.self_prev_prob, pose_drop=t.pose_drop,
                                  frame_range=None if self.codec is not None else 1.0,
                                  gap_prob=t.gap_prob, gap_max=t.gap_max)
         self.val_set = None
@@ -466,10 +465,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                             "paper's Memory Maze setup; dropped in a pose_drop of the clips)")
     arg("--pose-memory", action="store_true", help="add the pose-keyed memory (implies --pose): a map from "
                                                    "pose to the frames seen there, read when a pose recurs")
-    arg("--prev-level", action="store_true", help="give the network the previous frame's noise level "
-                                                  "(GameNGen's drift fix; train with a high --prev-noise)")
-    arg("--prev-noise", type=float, help="noise the previous-frame input to a level drawn from [0, this] "
-                                         "(default 0.2)")
     arg("--gap-prob", type=float, help="fraction of clean-prefix clips with a memory gap: up to --gap-max "
                                        "frames after the prefix heavily noised, so later ones are recalled")
     arg("--gap-max", type=int, help="longest memory gap in frames (default 32)")

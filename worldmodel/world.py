@@ -143,8 +143,8 @@ class World:
 
     def __init__(self, model: WorldModel, steps: int = 4, device: str | torch.device = "cpu", seed: int = 0,
                  prefill_chunk: int = 64, commit_sigma: float = 0.25, codec: FrameCodec | None = None,
-                 poses: PoseSource | None = None, fold_commit: bool = False, prev_sigma: float = 0.0):
-        check_sampler_args(steps, commit_sigma, fold_commit, prev_sigma)
+                 poses: PoseSource | None = None, fold_commit: bool = False):
+        check_sampler_args(steps, commit_sigma, fold_commit)
         for name, value in (("seed", seed), ("prefill_chunk", prefill_chunk)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (name != "seed"):
                 raise ValueError(f"expected {name} as an int >= {int(name != 'seed')}, got {value!r}")
@@ -156,7 +156,7 @@ class World:
         check_codec(self.cfg, codec)
         self.codec = codec.to(self.device) if codec is not None else None
         self.sampler = DiffusionSampler(steps, commit_sigma, frame_range=1.0 if codec is None else None,
-                                        device=self.device, fold_commit=fold_commit, prev_sigma=prev_sigma)
+                                        device=self.device, fold_commit=fold_commit)
         self.steps, self.prefill_chunk, self.commit_sigma = steps, prefill_chunk, commit_sigma
         # The pose of each frame: by default dead reckoning for a pose-conditioned model, else none.
         self.poses = default_pose_source(self.cfg.pose_cond) if poses is None else poses

@@ -507,7 +507,8 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     try:
-        world = load_world(args.checkpoint, device=args.device, steps=args.steps, fold_commit=args.fold_commit)
+        world = load_world(args.checkpoint, device=args.device, steps=args.steps,
+                           fold_commit=args.fold_commit)
     except ValueError as e:
         print(f"worldmodel play: {e}", file=sys.stderr)
         return 2

@@ -172,7 +172,7 @@ def _predict(args: argparse.Namespace, p: dict, frames: np.ndarray, worlds: dict
     preds = {}
     for name, base in worlds.items():
         world = World(base.model, steps=args.steps, device=base.device, seed=p["seed"], codec=base.codec,
-                      commit_sigma=args.commit_sigma, fold_commit=args.fold_commit, prev_sigma=args.prev_sigma)
+                      commit_sigma=args.commit_sigma, fold_commit=args.fold_commit)
         t0 = time.perf_counter()
         preds[name] = rollout_episode(world, frames, p["actions"], p["context"], p["horizon"], progress,
                                       poses, args.context_window, p["layout"])
@@ -215,7 +215,7 @@ def _settings(args: argparse.Namespace, plan: list[dict], protocol: str) -> dict
     poses = "none" if args.no_pose else "context, then dead-reckoned" if args.dead_reckon else "all"
     return dict(episodes=str(Path(args.episodes)), context=args.context, context_window=args.context_window,
                 horizon=args.horizon, limit=args.limit, steps=args.steps, seed=args.seed, poses=poses,
-                commit_sigma=args.commit_sigma, fold_commit=args.fold_commit, prev_sigma=args.prev_sigma,
+                commit_sigma=args.commit_sigma, fold_commit=args.fold_commit,
                 episode_seeds=[p["seed"] for p in plan],
                 lpips_weights=args.lpips_weights, psnr_cap_db=PSNR_CAP_DB, data_range=1.0,
                 recall_bins=args.recall_bins, metrics="torchmetrics SSIM/PSNR per frame on [0, 1] floats",
@@ -279,9 +279,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--fold-commit", action="store_true",
                         help="no commit pass: keep the state of the last denoising pass (level 1/steps), one "
                              "model pass per frame fewer; --commit-sigma is then unused")
-    parser.add_argument("--prev-sigma", type=float, default=0.0,
-                        help="noise the model's own previous frame to this level before it sees it (a model "
-                             "trained with --prev-level is told the level)")
     parser.add_argument("--no-pose", action="store_true",
                         help="do not give pose-conditioned models the episodes' poses")
     parser.add_argument("--dead-reckon", action="store_true",
