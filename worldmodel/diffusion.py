@@ -171,7 +171,8 @@ class DiffusionSampler:
     def __call__(self, model, state: dict, action: torch.Tensor, pose: torch.Tensor | None,
                  generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         """The next frame (1, 1, H, W, C) in model space and the state that has seen it; action: (1, 1)
-        ids, pose: (1, 1, 4) or None. Draws the start noise, then the commit noise, from `generator`."""
+        ids, pose: (1, 1, 4) or None. Draws the start noise, then the commit noise (unless folded), from
+        `generator`."""
         c, device = model.cfg, self.sigmas.device
         x = torch.randn((1, 1, c.frame_size, c.frame_size, c.in_channels), device=device, generator=generator)
         for s, s_next in zip(self.sigmas[:-1], self.sigmas[1:]):
@@ -182,15 +183,13 @@ class DiffusionSampler:
             x = x.clamp(-self.frame_range, self.frame_range)
         if self.fold_commit:
             state = seen
-            if "prev" in state:
-                state["prev"] = x
-            return x, state
-        commit = torch.full((1, 1), self.commit_sigma, device=device)
-        x_commit = x
-        if self.commit_sigma > 0:
-            eps = torch.randn(x.shape, device=device, generator=generator)
-            x_commit = FlowMatching.add_noise(x, commit, eps)
-        _, state = model(x_commit, commit, action, state, pose=pose)
+        else:
+            commit = torch.full((1, 1), self.commit_sigma, device=device)
+            x_commit = x
+            if self.commit_sigma > 0:
+                eps = torch.randn(x.shape, device=device, generator=generator)
+                x_commit = FlowMatching.add_noise(x, commit, eps)
+            _, state = model(x_commit, commit, action, state, pose=pose)
         if "prev" in state:  # the next frame is conditioned on this one, clean
             state["prev"] = x
         return x, state
