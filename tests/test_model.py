@@ -300,7 +300,8 @@ def test_rollout_training_conditions_on_the_samplers_own_frames(monkeypatch):
     torch.testing.assert_close(got[:, :p + 1], prev[:, :p + 1], rtol=0, atol=0)
     assert all((got[0, t] - prev[0, t]).abs().mean() > 1e-3 for t in range(p + 1, 8))
     world.reset(frames[:p], actions[:p])
-    made, _ = world.sampler(world.model, world._state, torch.tensor([[int(actions[p])]]), None, world.generator)
+    action = torch.tensor([[int(actions[p])]])
+    made, _ = world.sampler(world.model, world._state, action, None, world.generator)
     torch.testing.assert_close(got[0, p + 1], made[0, 0], rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="rollout_steps"):
         FlowMatching(rollout_steps=0)

@@ -53,6 +53,10 @@ class ModelConfig:
     pose_memory: bool = False
     memory_cells: int = 10
     memory_headings: int = 20
+    # Each key keeps the latest views written to it (a write of tent weight w replaces that fraction
+    # of what the key holds) instead of the mean of all of them: a sharper read where a place was
+    # seen from several nearby poses.
+    memory_latest: bool = False
 
     def __post_init__(self):
         self._check_types()

@@ -33,7 +33,8 @@ class FlowMatching:
 
     def __init__(self, prefix_prob: float = 0.5, prev_noise: float = 0.2, self_prev_prob: float = 0.0,
                  frame_range: float | None = 1.0, pose_drop: float = 0.0, gap_prob: float = 0.0,
-                 gap_max: int = 32, prefix_min: float = 0.5, rollout_prob: float = 0.0, rollout_steps: int = 4):
+                 gap_max: int = 32, prefix_min: float = 0.5, rollout_prob: float = 0.0,
+                 rollout_steps: int = 4):
         for name, prob in (("prefix_prob", prefix_prob), ("self_prev_prob", self_prev_prob),
                            ("gap_prob", gap_prob), ("pose_drop", pose_drop), ("rollout_prob", rollout_prob)):
             if not 0.0 <= prob <= 1.0:
@@ -119,7 +120,8 @@ class FlowMatching:
         generated = scored & (~scored).any(dim=1, keepdim=True)  # the frames after a clean prefix
         rolled = torch.zeros(B, dtype=torch.bool, device=x0.device)
         if self.rollout_prob > 0:
-            rolled = generated.any(dim=1) & (torch.rand(B, device=x0.device, generator=generator) < self.rollout_prob)
+            draw = torch.rand(B, device=x0.device, generator=generator)
+            rolled = generated.any(dim=1) & (draw < self.rollout_prob)
         if self.self_prev_prob > 0:
             own = (torch.rand(B, device=x0.device, generator=generator) < self.self_prev_prob) & ~rolled
             if own.any():
@@ -151,7 +153,8 @@ class FlowMatching:
         levels = torch.linspace(1.0, 0.0, self.rollout_steps + 1).tolist()
         for s, s_next in zip(levels[:-1], levels[1:]):
             before = torch.cat([torch.zeros_like(real[:, :1]), estimate[:, :-1]], dim=1)
-            out, _ = model(torch.where(gen, x, real), generated.to(real.dtype) * s, action, prev=before, pose=pose)
+            level = generated.to(real.dtype) * s
+            out, _ = model(torch.where(gen, x, real), level, action, prev=before, pose=pose)
             out = out.to(real.dtype)
             x = out + (s_next / s) * (x - out)  # DiffusionSampler's Euler step
             frame = x if self.frame_range is None else x.clamp(-self.frame_range, self.frame_range)
