@@ -279,31 +279,3 @@ def test_fold_commit_keeps_the_last_denoising_pass_as_the_commit():
     assert compared >= 4  # every layer's SSM and attention state
     with pytest.raises(ValueError, match="fold_commit needs steps >= 2"):
         World(randomized("ours"), steps=1, fold_commit=True)
-
-
-
-def test_rollout_training_conditions_on_the_samplers_own_frames(monkeypatch):
-    """FlowMatching's rollouts: context frames (and the first generated frame) keep their previous
-    frame; each later frame is conditioned on the model's own frame, and the first of those is
-    exactly what World.step makes from the same context (start noise fixed at zero for both)."""
-    rng = np.random.default_rng(5)
-    frames = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
-    actions = rng.integers(0, 6, 8)
-    world, p = World(randomized("ours"), steps=2), 5
-    monkeypatch.setattr(torch, "randn", lambda shape, **kw: torch.zeros(shape, device=kw.get("device"),
-                                                                          dtype=kw.get("dtype")))
-    real = world.encode(torch.from_numpy(frames))[None]
-    prev = torch.cat([torch.zeros_like(real[:, :1]), real[:, :-1]], dim=1)
-    generated = (torch.arange(8) >= p)[None]
-    flow = FlowMatching(prefix_prob=1.0, rollout_prob=1.0, rollout_steps=2)
-    got = flow._rollout_prev(world.model, real, torch.from_numpy(actions)[None], None, generated, prev, None)
-    torch.testing.assert_close(got[:, :p + 1], prev[:, :p + 1], rtol=0, atol=0)
-    assert all((got[0, t] - prev[0, t]).abs().mean() > 1e-3 for t in range(p + 1, 8))
-    world.reset(frames[:p], actions[:p])
-    action = torch.tensor([[int(actions[p])]])
-    made, _ = world.sampler(world.model, world._state, action, None, world.generator)
-    torch.testing.assert_close(got[0, p + 1], made[0, 0], rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="rollout_steps"):
-        FlowMatching(rollout_steps=0)
-    with pytest.raises(ValueError, match="rollout_prob"):
-        FlowMatching(rollout_prob=1.5)

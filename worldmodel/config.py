@@ -160,8 +160,6 @@ class TrainConfig:
     prefix_prob: float = 0.5  # long-context training: clean prefix half of the time
     prefix_min: float = 0.5  # ... covering more than this fraction of the clip
     self_prev_prob: float = 0.5  # clips whose previous-frame input is the model's own prediction
-    rollout_prob: float = 0.0  # clean-prefix clips conditioned on the model's own sampled frames
-    rollout_steps: int = 4  # ... made with this many Euler steps (FlowMatching)
     pose_drop: float = 0.3  # pose-conditioned models: clips trained without their poses (play without pose)
     gap_prob: float = 0.0  # clips with a memory gap after the clean prefix (see FlowMatching)
     gap_max: int = 32  # ... of up to this many frames

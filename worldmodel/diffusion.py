@@ -33,14 +33,11 @@ class FlowMatching:
 
     def __init__(self, prefix_prob: float = 0.5, prev_noise: float = 0.2, self_prev_prob: float = 0.0,
                  frame_range: float | None = 1.0, pose_drop: float = 0.0, gap_prob: float = 0.0,
-                 gap_max: int = 32, prefix_min: float = 0.5, rollout_prob: float = 0.0,
-                 rollout_steps: int = 4):
+                 gap_max: int = 32, prefix_min: float = 0.5):
         for name, prob in (("prefix_prob", prefix_prob), ("self_prev_prob", self_prev_prob),
-                           ("gap_prob", gap_prob), ("pose_drop", pose_drop), ("rollout_prob", rollout_prob)):
+                           ("gap_prob", gap_prob), ("pose_drop", pose_drop)):
             if not 0.0 <= prob <= 1.0:
                 raise ValueError(f"expected {name} in [0, 1], got {prob!r}")
-        if isinstance(rollout_steps, bool) or not isinstance(rollout_steps, int) or rollout_steps < 1:
-            raise ValueError(f"expected rollout_steps as an int >= 1, got {rollout_steps!r}")
         # The clean previous frame each frame is conditioned on is, when streaming, the model's own
         # imperfect frame. So in training it gets a noise level drawn from [0, prev_noise], and with
         # probability self_prev_prob per clip it is replaced by the model's own (detached) prediction
@@ -59,12 +56,6 @@ class FlowMatching:
         # same recall PSNR from 16 context frames as from ~520. With them the far context changes the
         # frames, though not yet for the better on average (BENCHMARKS.md).
         self.gap_prob, self.gap_max = gap_prob, gap_max
-        # Rollouts: in this fraction of the clips with a clean prefix, every frame after the prefix is
-        # conditioned on the model's own generation of the frame before it, made as the sampler
-        # makes it (rollout_steps Euler steps from pure noise, each frame's previous frame being the
-        # last step's estimate), so the errors it learns to correct are those of a played stream,
-        # chained rollout_steps frames deep, not one-pass predictions from the training noise level.
-        self.rollout_prob, self.rollout_steps = rollout_prob, rollout_steps
 
     def training_sigmas(self, batch: int, frames: int, device=None, generator=None):
         """Noise level per frame (B, T) and the mask of frames that count in the loss."""
@@ -116,14 +107,8 @@ class FlowMatching:
             noisy_before = torch.cat([torch.zeros_like(sigma[:, :1]), sigma[:, :-1]], dim=1) >= self.GAP_SIGMA
             prev = torch.where(noisy_before.reshape(B, T, *([1] * (x0.ndim - 2))),
                                torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1), prev)
-        # clips rolled out (below) get their own frames that way, not from one pass
-        generated = scored & (~scored).any(dim=1, keepdim=True)  # the frames after a clean prefix
-        rolled = torch.zeros(B, dtype=torch.bool, device=x0.device)
-        if self.rollout_prob > 0:
-            draw = torch.rand(B, device=x0.device, generator=generator)
-            rolled = generated.any(dim=1) & (draw < self.rollout_prob)
         if self.self_prev_prob > 0:
-            own = (torch.rand(B, device=x0.device, generator=generator) < self.self_prev_prob) & ~rolled
+            own = torch.rand(B, device=x0.device, generator=generator) < self.self_prev_prob
             if own.any():
                 with torch.no_grad():
                     first, _ = model(x[own], sigma[own], action[own], prev=prev[own],
@@ -132,36 +117,9 @@ class FlowMatching:
                 if self.frame_range is not None:
                     first = first.clamp(-self.frame_range, self.frame_range)
                 prev[own, 1:] = first[:, :-1].to(prev.dtype)
-        if rolled.any():
-            prev = prev.clone()
-            prev[rolled] = self._rollout_prev(model, x0[rolled], action[rolled], None if pose is None
-                                              else pose[rolled], generated[rolled], prev[rolled], generator)
         pred, _ = model(x, sigma, action, prev=prev, pose=pose)
         per_frame = (pred.float() - x0.float()).pow(2).mean(dim=(2, 3, 4))
         return (per_frame * scored).sum() / scored.sum().clamp(min=1)
-
-    @torch.no_grad()
-    def _rollout_prev(self, model, real, action, pose, generated, prev, generator):
-        """`prev` of clips (B, T, ...) with each frame after a generated one conditioned on the model's
-        own generation of that frame instead. The Euler sampler runs on all generated frames at
-        once: pass k conditions each frame on the estimate of the frame before it from pass k - 1
-        (the last context frame stays real), so after the last pass a frame carries rollout_steps
-        frames of the model's own errors. The context (not generated) frames stay clean."""
-        gen = generated.reshape(*generated.shape, *([1] * (real.ndim - 2)))
-        x = torch.randn(real.shape, device=real.device, generator=generator, dtype=real.dtype)
-        estimate = real
-        levels = torch.linspace(1.0, 0.0, self.rollout_steps + 1).tolist()
-        for s, s_next in zip(levels[:-1], levels[1:]):
-            before = torch.cat([torch.zeros_like(real[:, :1]), estimate[:, :-1]], dim=1)
-            level = generated.to(real.dtype) * s
-            out, _ = model(torch.where(gen, x, real), level, action, prev=before, pose=pose)
-            out = out.to(real.dtype)
-            x = out + (s_next / s) * (x - out)  # DiffusionSampler's Euler step
-            frame = x if self.frame_range is None else x.clamp(-self.frame_range, self.frame_range)
-            estimate = torch.where(gen, frame, real)
-        after_generated = torch.cat([torch.zeros_like(gen[:, :1]), gen[:, :-1]], dim=1)
-        own = torch.cat([torch.zeros_like(estimate[:, :1]), estimate[:, :-1]], dim=1)
-        return torch.where(after_generated, own.to(prev.dtype), prev)
 
     @staticmethod
     def velocity(x, x0_pred, sigma):
