@@ -311,6 +311,7 @@ def test_tabs_streaming_at_once_show_the_frames_a_lone_world_makes(server, brows
     recording) and the one its canvas shows last -- are those of a World replayed alone with the
     same seed and actions."""
     from worldmodel.app.session import Session
+    from worldmodel.config import DEFAULT_STEPS
     from worldmodel.world import World, load_world
 
     pages = [_open(browser, server) for _ in range(3)]
@@ -332,7 +333,7 @@ def test_tabs_streaming_at_once_show_the_frames_a_lone_world_makes(server, brows
             recorded = load_episode(_download(page, ".npz", tmp_path / f"play{i}.npz"))
             n = len(recorded["image"])
             assert n == _frames(page) and n > CONTEXT + 3, (n, _frames(page))
-            world = World(template.model, steps=4, device="cpu", seed=0, codec=template.codec)
+            world = World(template.model, steps=DEFAULT_STEPS, device="cpu", seed=0, codec=template.codec)
             world.reset(*Session.episode_context(episode, CONTEXT))
             replay = np.stack([world.step(a) for a in recorded["action"][CONTEXT:].argmax(-1)])
             np.testing.assert_array_equal(recorded["image"][CONTEXT:], replay)

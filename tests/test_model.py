@@ -279,3 +279,4 @@ def test_fold_commit_keeps_the_last_denoising_pass_as_the_commit():
     assert compared >= 4  # every layer's SSM and attention state
     with pytest.raises(ValueError, match="fold_commit needs steps >= 2"):
         World(randomized("ours"), steps=1, fold_commit=True)
+

@@ -164,30 +164,6 @@ def test_memory_recalls_what_was_seen_at_a_pose_however_long_ago():
     torch.testing.assert_close(s2, state)
 
 
-def test_latest_memory_reads_the_last_view_at_a_pose_and_streams_like_parallel():
-    """memory_latest: a key at an exact pose holds the last view written there (the mean memory holds
-    the average of all); a view written between lattice points is blended into its keys by the
-    tent weights; reading in pieces equals reading the clip at once."""
-    latest, mean_memory = PoseMemory(cells=10, headings=20, latest=True), PoseMemory(cells=10, headings=20)
-    T, N, V = 40, 4, 3
-    values = torch.randn(1, T, N, V)
-    rows = [[2, 2, 0] if t % 10 == 0 else [5 + (t % 3) * 0.4, 6.3, 90 + 9 * (t % 5)] for t in range(T)]
-    written = poses(rows)
-    read = written.clone()
-    read[0, -1] = torch.tensor([2.0, 2.0, 1.0, 0.0])  # back at the pose of frames 0, 10, 20, 30
-    got, conf, state = latest(values, written, read)
-    torch.testing.assert_close(got[0, -1], values[0, 30], atol=1e-3, rtol=1e-3)
-    averaged, _, _ = mean_memory(values, written, read)
-    torch.testing.assert_close(averaged[0, -1], values[0, [0, 10, 20, 30]].mean(0))
-    torch.testing.assert_close(conf[0, -1], torch.full((N, 1), 1 / (1 + latest.EPS)), atol=1e-4, rtol=0)
-    m1, c1, s1 = latest(values[:, :17], written[:, :17], read[:, :17])
-    m2, c2, s2 = latest(values[:, 17:18], written[:, 17:18], read[:, 17:18], s1)
-    m3, c3, s3 = latest(values[:, 18:], written[:, 18:], read[:, 18:], s2)
-    torch.testing.assert_close(torch.cat([m1, m2, m3], 1), got, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(torch.cat([c1, c2, c3], 1), conf, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(s3, state, atol=1e-5, rtol=1e-5)
-
-
 def test_pose_memory_model_recalls_through_the_world():
     model = randomized("ours", **SMALL_MEMORY)
     # the frame made at a pose depends on what was seen there long before (beyond the attention

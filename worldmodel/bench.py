@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from . import ops
-from .config import PRESETS
+from .config import DEFAULT_STEPS, PRESETS
 from .diffusion import FlowMatching
 from .model import WorldModel
 from .world import World, device_name, load_codec, load_model, resolve_device
@@ -613,7 +613,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, help=f"timed frames per history point ({dflt('frames')})")
     p.add_argument("--warmup", type=int, help="warm-up frames / calls / iterations before timing "
                                               f"({dflt('warmup')})")
-    p.add_argument("--steps", type=int, default=4, help="denoising steps per frame")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                   help=f"denoising steps per frame (default {DEFAULT_STEPS})")
     p.add_argument("--fold-commit", action="store_true", help="time World with the commit pass folded into "
                                                               "the last denoising pass")
     p.add_argument("--kernel-reps", type=int, help=f"timed calls per kernel ({dflt('kernel_reps')})")

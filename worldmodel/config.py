@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 
 from .actions import NUM_ACTIONS
 
+# Sampler steps per frame of the app, World, eval, bench and rollout unless told. Measured on the
+# shipped model (BENCHMARKS.md, "Sampler steps"): 1 step is as good as 4 in free play and better in
+# look-back, at 2 model passes per frame instead of 5.
+DEFAULT_STEPS = 1
+
 VARIANTS = ("ours", "mamba2", "mamba2_local", "causal", "causal_window")
 
 
@@ -53,10 +58,6 @@ class ModelConfig:
     pose_memory: bool = False
     memory_cells: int = 10
     memory_headings: int = 20
-    # Each key keeps the latest views written to it (a write of tent weight w replaces that fraction
-    # of what the key holds) instead of the mean of all of them: a sharper read where a place was
-    # seen from several nearby poses.
-    memory_latest: bool = False
 
     def __post_init__(self):
         self._check_types()

@@ -71,9 +71,9 @@ class PoseMemory(nn.Module):
 
     EPS = 0.1  # a read's confidence is count / (count + EPS): 0.9 after one frame at the exact pose
 
-    def __init__(self, cells: int, headings: int, latest: bool = False):
+    def __init__(self, cells: int, headings: int):
         super().__init__()
-        self.cells, self.headings, self.latest = cells, headings, latest
+        self.cells, self.headings = cells, headings
         self.n_keys = cells * cells * headings
 
     def keys(self, pose):
@@ -107,24 +107,12 @@ class PoseMemory(nn.Module):
         kw, kr = kw[..., active], kr[..., active]
         vals = torch.cat([values.float(), values.new_ones(B, T, N, 1, dtype=torch.float32)], dim=-1)
         causal = torch.ones(T, T, dtype=torch.bool, device=values.device).tril()
+        weights = (kr @ kw.transpose(1, 2)).masked_fill(~causal, 0.0)  # (B, T read, T written)
+        read = torch.einsum("bts,bsnv->btnv", weights, vals)
         written = self.init_state(B, N, V, values.device) if state is None else state.clone()
-        if self.latest:
-            # What a key keeps of what it held through the writes up to t: exp(kept[t] - kept[s]) of
-            # the write at s; the key's decayed sum is a gated linear recurrence, like the SSM's.
-            kept = (1 - kw).clamp(min=1e-4).log().cumsum(dim=1)  # (B, T, K)
-            gap = (kept[:, :, None] - kept[:, None]).masked_fill(~causal[None, :, :, None], float("-inf"))
-            weights = torch.einsum("btk,bsk,btsk->bts", kr, kw, gap.exp())
-            read = torch.einsum("bts,bsnv->btnv", weights, vals)
-            if state is not None:
-                read = read + torch.einsum("btk,bknv->btnv", kr * kept.exp(), state[:, active])
-            written[:, active] *= kept[:, -1].exp()[..., None, None]
-            written[:, active] += torch.einsum("bsk,bsnv->bknv", kw * (kept[:, -1:] - kept).exp(), vals)
-        else:
-            weights = (kr @ kw.transpose(1, 2)).masked_fill(~causal, 0.0)  # (B, T read, T written)
-            read = torch.einsum("bts,bsnv->btnv", weights, vals)
-            if state is not None:
-                read = read + torch.einsum("btk,bknv->btnv", kr, state[:, active])
-            written[:, active] += torch.einsum("bsk,bsnv->bknv", kw, vals)
+        if state is not None:
+            read = read + torch.einsum("btk,bknv->btnv", kr, state[:, active])
+        written[:, active] += torch.einsum("bsk,bsnv->bknv", kw, vals)
         count = read[..., -1:]
         mean = read[..., :-1] / count.clamp(min=1e-6)
         return mean.to(values.dtype), (count / (count + self.EPS)).to(values.dtype), written
@@ -198,8 +186,7 @@ class WorldModel(ModelMixin, ConfigMixin):
         d, p = cfg.d_model, cfg.patch_size
         patch = p * p * cfg.in_channels
         # inputs per token: the noisy patch, the previous clean frame's, and the memory's mean + confidence
-        self.memory = (PoseMemory(cfg.memory_cells, cfg.memory_headings, cfg.memory_latest)
-                       if cfg.pose_memory else None)
+        self.memory = PoseMemory(cfg.memory_cells, cfg.memory_headings) if cfg.pose_memory else None
         inputs = patch * (1 + cfg.prev_frame_input + cfg.pose_memory) + cfg.pose_memory
         self.patch_embed = nn.Linear(inputs, d)
         self.pos_embed = nn.Parameter(torch.randn(cfg.tokens_per_frame, d) * 0.02)

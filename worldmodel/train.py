@@ -235,8 +235,7 @@ def configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
     m, t = preset.model, preset.train
     mcfg = dataclasses.replace(m, variant=args.variant or m.variant,
                                pose_cond=m.pose_cond or args.pose or args.pose_memory,
-                               pose_memory=m.pose_memory or args.pose_memory,
-                               memory_latest=m.memory_latest or args.memory_latest)
+                               pose_memory=m.pose_memory or args.pose_memory)
     given = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
     tcfg = dataclasses.replace(t, **given)
     if args.clip_len is not None:  # longer curriculum stages are dropped
@@ -466,8 +465,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                             "paper's Memory Maze setup; dropped in a pose_drop of the clips)")
     arg("--pose-memory", action="store_true", help="add the pose-keyed memory (implies --pose): a map from "
                                                    "pose to the frames seen there, read when a pose recurs")
-    arg("--memory-latest", action="store_true", help="with --pose-memory: each memory key keeps the latest "
-                                                     "views written to it, not the mean of all")
     arg("--gap-prob", type=float, help="fraction of clean-prefix clips with a memory gap: up to --gap-max "
                                        "frames after the prefix heavily noised, so later ones are recalled")
     arg("--gap-max", type=int, help="longest memory gap in frames (default 32)")

@@ -34,7 +34,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .actions import action_index, action_indices
-from .config import PRESETS, get_preset
+from .config import DEFAULT_STEPS, PRESETS, get_preset
 from .diffusion import DiffusionSampler, check_sampler_args
 from .model import WorldModel
 from .poses import MAX_LAYOUT_SIDE, PoseSource, check_layout, check_pose, default_pose_source, pose_array
@@ -141,9 +141,9 @@ def _safetensors_specs(path: str | Path) -> dict[str, tuple[tuple, torch.dtype]]
 class World:
     """A running world: the model, its recurrent state and the sampler."""
 
-    def __init__(self, model: WorldModel, steps: int = 4, device: str | torch.device = "cpu", seed: int = 0,
-                 prefill_chunk: int = 64, commit_sigma: float = 0.25, codec: FrameCodec | None = None,
-                 poses: PoseSource | None = None, fold_commit: bool = False):
+    def __init__(self, model: WorldModel, steps: int = DEFAULT_STEPS, device: str | torch.device = "cpu",
+                 seed: int = 0, prefill_chunk: int = 64, commit_sigma: float = 0.25,
+                 codec: FrameCodec | None = None, poses: PoseSource | None = None, fold_commit: bool = False):
         check_sampler_args(steps, commit_sigma, fold_commit)
         for name, value in (("seed", seed), ("prefill_chunk", prefill_chunk)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (name != "seed"):
@@ -471,7 +471,7 @@ def load_codec(path_or_preset: str | Path | None = None) -> FrameCodec | None:
         raise ValueError(f"the autoencoder in {folder} is unreadable: {type(e).__name__}: {e}") from e
 
 
-def load_world(path_or_preset: str | Path | None = None, device: str = "auto", steps: int = 4,
+def load_world(path_or_preset: str | Path | None = None, device: str = "auto", steps: int = DEFAULT_STEPS,
                seed: int = 0, fold_commit: bool = False) -> World:
     """A `World` over a checkpoint folder (default: the shipped one) or an untrained preset."""
     return World(load_model(path_or_preset), steps=steps, device=device, seed=seed,

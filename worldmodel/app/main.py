@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from worldmodel.config import DEFAULT_STEPS
 from worldmodel.data.env import MAZE_SIZES  # cheap: memory_maze is only imported when an env is built
 
 from .keymap import BUTTONS, CONTROLS, KEYS
@@ -154,7 +155,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="checkpoint folder or preset name (default: the shipped checkpoints/maze9x9; a "
                         "preset name gives untrained weights, e.g. 'tiny' for tests)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--steps", type=int, default=4, help="denoising steps per frame (default 4)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                   help=f"denoising steps per frame (default {DEFAULT_STEPS})")
     p.add_argument("--fold-commit", action="store_true",
                    help="no commit pass: the last denoising pass's state is kept (one model pass per frame "
                         "fewer; BENCHMARKS.md has what it does to quality)")

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..actions import LEFT
+from ..config import DEFAULT_STEPS
 from ..data.episodes import actions_to_index, episode_poses, load_episode
 from ..metrics import LPIPS, PSNR_CAP_DB, frame_metrics, mean, recall_buckets
 from ..world import DEFAULT_CHECKPOINT, World, device_name, frames_from_model, frames_to_model, load_world
@@ -271,7 +272,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "from the whole context): how much the rest of the context, i.e. memory, is "
                              "worth")
     parser.add_argument("--limit", type=int, default=None, help="only the first K episodes (sorted by name)")
-    parser.add_argument("--steps", type=int, default=4, help="sampler steps per frame")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                        help=f"sampler steps per frame (default {DEFAULT_STEPS}, the app's)")
     parser.add_argument("--seed", type=int, default=0, help="episode i is sampled with World seed SEED+i")
     parser.add_argument("--commit-sigma", type=float, default=0.25,
                         help="noise level at which generated frames enter the state (World's commit_sigma); "

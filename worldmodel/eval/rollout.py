@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..actions import FORWARD, FORWARD_LEFT, FORWARD_RIGHT, LEFT, NOOP, NUM_ACTIONS, RIGHT
+from ..config import DEFAULT_STEPS
 from ..data.env import MAZE_SIZES
 from ..data.episodes import actions_to_index, episode_poses, load_episode
 from ..world import DEFAULT_CHECKPOINT, World, load_world
@@ -169,7 +170,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--gif", action="store_true", help="also write a .gif beside the video")
     parser.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling factor")
     parser.add_argument("--fps", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=4, help="sampler steps per frame")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                        help=f"sampler steps per frame (default {DEFAULT_STEPS})")
     parser.add_argument("--no-pose", action="store_true",
                         help="do not give a pose-conditioned model the agent's poses (known for an episode's "
                              "or the environment's frames)")
