@@ -178,22 +178,11 @@ def latent_statistics(vae: AutoencoderKL, frames: np.ndarray, device, batch: int
     return z.mean().item(), z.std().item()
 
 
-def laplacian(x: torch.Tensor) -> torch.Tensor:
-    """Per-channel 3x3 Laplacian of (N, C, H, W) images: their edges, what the sharpness ratio of the
-    free-play protocol measures (on grey frames)."""
-    kernel = x.new_tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).expand(x.shape[1], 1, 3, 3)
-    return torch.nn.functional.conv2d(x, kernel, padding=1, groups=x.shape[1])
-
-
-def _save(out: Path, vae, optimizer, scheduler, state: dict, stats_frames: np.ndarray, device,
-          keep_latents: bool = False) -> None:
+def _save(out: Path, vae, optimizer, scheduler, state: dict, stats_frames: np.ndarray, device) -> None:
     tmp, final = out / "checkpoint.tmp", out / "checkpoint"
     shutil.rmtree(tmp, ignore_errors=True)
-    if keep_latents:  # a frozen encoder: the latents, and the world models trained on them, stay valid
-        mean, std = vae.config.shift_factor, 1.0 / vae.config.scaling_factor
-    else:
-        mean, std = latent_statistics(vae, stats_frames, device)
-        vae.register_to_config(shift_factor=mean, scaling_factor=1.0 / std)
+    mean, std = latent_statistics(vae, stats_frames, device)
+    vae.register_to_config(shift_factor=mean, scaling_factor=1.0 / std)
     vae.save_pretrained(tmp / "vae")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
@@ -215,21 +204,13 @@ def train_vae(args: argparse.Namespace) -> Path:
     frames = _load_frames(args.data)
     val = _load_frames(args.val_data, limit=4)[::16] if args.val_data else frames[::997]
     stats_frames = frames[:: max(1, len(frames) // 1024)]
-    step, ckpt = 0, out / "checkpoint"
-    resume = args.resume and (ckpt / "trainer_state.json").exists()
-    if resume:
-        vae = AutoencoderKL.from_pretrained(str(ckpt / "vae"))
-    elif args.init_from:
-        vae = AutoencoderKL.from_pretrained(str(args.init_from))
-    else:
-        vae = build_autoencoder(args.size)
-    if args.decoder_only:  # the encoder (and so the latents) stay as they are
-        for module in (vae.encoder, vae.quant_conv):
-            module.requires_grad_(False)
-    trained = [p for p in vae.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trained, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    vae = build_autoencoder(args.size)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     scheduler = get_cosine_schedule_with_warmup(optimizer, min(100, args.steps // 10), args.steps)
-    if resume:
+    step, ckpt = 0, out / "checkpoint"
+    if args.resume and (ckpt / "trainer_state.json").exists():
+        vae = AutoencoderKL.from_pretrained(str(ckpt / "vae"))
+        optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
         scheduler = get_cosine_schedule_with_warmup(optimizer, min(100, args.steps // 10), args.steps)
         scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
@@ -254,8 +235,6 @@ def train_vae(args: argparse.Namespace) -> Path:
             recon = (y.float() - x).abs().mean()
             kl = posterior.kl().mean() / z[0].numel()
             loss = recon + args.kl_weight * kl
-            if args.edge_weight:  # L1 alone blurs edges: the mean of the plausible ones
-                loss = loss + args.edge_weight * (laplacian(y.float()) - laplacian(x)).abs().mean()
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(vae.parameters(), 1.0)
         optimizer.step()
@@ -278,12 +257,12 @@ def train_vae(args: argparse.Namespace) -> Path:
             accelerator.print(f"\nstep {step}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
             with accelerator.autocast():
                 state = {"step": step, "val": metrics, "data": str(args.data)}
-                _save(out, raw, optimizer, scheduler, state, stats_frames, device, args.decoder_only)
+                _save(out, raw, optimizer, scheduler, state, stats_frames, device)
     if step % args.ckpt_every and step != args.steps:  # stopped by --max-minutes between checkpoints
         with accelerator.autocast():
             metrics = reconstruction_metrics(raw, val, device)
             state = {"step": step, "val": metrics, "data": str(args.data)}
-            _save(out, raw, optimizer, scheduler, state, stats_frames, device, args.decoder_only)
+            _save(out, raw, optimizer, scheduler, state, stats_frames, device)
     bar.close()
     accelerator.print(f"train-vae: stopped at step {step}; autoencoder in {ckpt / 'vae'}")
     return ckpt / "vae"
@@ -302,12 +281,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kl-weight", type=float, default=1e-6,
                    help="weight of the per-dimension KL term (default 1e-6; measured: 1e-4 kept the "
                         "posterior noisy and reconstructions blurred)")
-    p.add_argument("--init-from", help="start from this autoencoder folder (fine-tuning)")
-    p.add_argument("--decoder-only", action="store_true",
-                   help="train the decoder alone: the latents, and world models trained on them, stay valid")
-    p.add_argument("--edge-weight", type=float, default=0.0,
-                   help="weight of an L1 loss on the frames' Laplacian (edges), beside the L1 on pixels "
-                        "(default 0)")
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint")
