@@ -419,9 +419,9 @@ def _side_panel(args: argparse.Namespace, rate: str) -> dict:
 
 
 # The frame rate at the app's defaults as measured (BENCHMARKS.md, "The demo at the model's speed").
-MEASURED_RATE = ("frames come as fast as the model makes them: measured at these defaults in headless "
-                 "Chromium on a quiet 2-core CPU, 9.6 frames/s holding W (8.6 with the real environment "
-                 "alongside; median of 3 runs), 2.0 frames/s while other jobs loaded it (BENCHMARKS.md).")
+MEASURED_RATE = ("frames come as fast as the model makes them: measured at these defaults (1 step) in "
+                 "headless Chromium on a 2-core CPU holding W, 8.7-13.2 frames/s (medians of 3 runs, "
+                 "quiet and with one other job; BENCHMARKS.md).")
 
 
 def build_demo(world, sessions, contexts, args: argparse.Namespace):
