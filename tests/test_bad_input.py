@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from worldmodel import cli
 from worldmodel.app.main import exposure_warning
 from worldmodel.data import episodes
-from worldmodel.diffusion import DiffusionSampler
+from worldmodel.diffusion import DiffusionSampler, FlowMatching
 from worldmodel.world import MAX_EXTRA_BYTES, World, load_codec, load_model, load_world
 
 T = 4
@@ -340,6 +340,8 @@ BAD_ARGS = {
     "seed string": (lambda m: World(m, seed="x"), "seed as an int"),
     "prefill_chunk 0": (lambda m: World(m, prefill_chunk=0), "prefill_chunk as an int >= 1"),
     "sampler steps 0": (lambda m: DiffusionSampler(0), "steps as an int"),
+    "training prefix_prob 1.5": (lambda m: FlowMatching(prefix_prob=1.5), r"prefix_prob in \[0, 1\]"),
+    "training gap_prob nan": (lambda m: FlowMatching(gap_prob=float("nan")), r"gap_prob in \[0, 1\]"),
     "load_world steps 0": (lambda m: load_world("tiny", device="cpu", steps=0), "steps as an int"),
     "load_world steps -3": (lambda m: load_world("tiny", device="cpu", steps=-3), "steps as an int"),
     "unknown device": (lambda m: World(m, device="gpu"), "unknown device 'gpu'"),
