@@ -420,8 +420,8 @@ def _side_panel(args: argparse.Namespace, rate: str) -> dict:
 
 # The frame rate at the app's defaults as measured (BENCHMARKS.md, "The demo at the model's speed").
 MEASURED_RATE = ("frames come as fast as the model makes them: measured at these defaults (1 step) in "
-                 "headless Chromium on a 2-core CPU holding W, 8.7-13.2 frames/s (medians of 3 runs, "
-                 "quiet and with one other job; BENCHMARKS.md).")
+                 "headless Chromium on a quiet 2-core CPU, 13.1 frames/s holding W (11.3 with the real "
+                 "environment alongside; median of 3 runs), less while other jobs load it (BENCHMARKS.md).")
 
 
 def build_demo(world, sessions, contexts, args: argparse.Namespace):
