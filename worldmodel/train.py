@@ -36,7 +36,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from .config import PRESETS, VARIANTS, ModelConfig, TrainConfig, get_preset
+from .config import DEFAULT_STEPS, PRESETS, VARIANTS, ModelConfig, TrainConfig, get_preset
 from .diffusion import FlowMatching
 from .model import WorldModel
 from .vae import FrameCodec, check_codec
@@ -207,8 +207,8 @@ def validation_loss(model, flow: FlowMatching, dataset, batches: int, batch_size
     return total / batches
 
 
-def save_sample(path: Path, model, episode_dir, context: int = 16, horizon: int = 16, steps: int = 4,
-                codec=None) -> None:
+def save_sample(path: Path, model, episode_dir, context: int = 16, horizon: int = 16,
+                steps: int = DEFAULT_STEPS, codec=None) -> None:
     from .data.episodes import actions_to_index, load_episode
     from .eval.media import write_video
     from .eval.rollout import rollout_episode
