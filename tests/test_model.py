@@ -277,6 +277,12 @@ def test_fold_commit_keeps_the_last_denoising_pass_as_the_commit():
         torch.testing.assert_close(got[key], ref)
         compared += 1
     assert compared >= 4  # every layer's SSM and attention state
-    with pytest.raises(ValueError, match="fold_commit needs steps >= 2"):
-        World(randomized("ours"), steps=1, fold_commit=True)
+    # at 1 step the folded state is that of the only pass, at pure noise: one pass per frame
+    world = World(randomized("ours"), steps=1, seed=4, fold_commit=True)
+    world.reset(frames, actions)
+    counted = []
+    handle = world.model.register_forward_hook(lambda *_: counted.append(1))
+    world.step(3)
+    handle.remove()
+    assert len(counted) == 1
 

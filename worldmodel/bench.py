@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from . import ops
-from .config import DEFAULT_STEPS, PRESETS
+from .config import DEFAULT_FOLD_COMMIT, DEFAULT_STEPS, PRESETS
 from .diffusion import FlowMatching
 from .model import WorldModel
 from .world import World, device_name, load_codec, load_model, resolve_device
@@ -365,7 +365,7 @@ def app_jobs(args) -> dict[str, list[str]]:
     """The scripts (in the repository's scripts/) the app section runs, with their arguments."""
     hold, runs = ("2", "1") if args.quick else ("10", "3")
     checkpoint = ["--checkpoint", args.checkpoint] if args.checkpoint else []
-    app_args = f"--steps {args.steps}" + (" --fold-commit" if args.fold_commit else "")
+    app_args = f"--steps {args.steps} --{'' if args.fold_commit else 'no-'}fold-commit"
     browser = ["bench_browser.py", "--runs", runs, "--hold", hold, "--app-args", app_args, *checkpoint]
     return {"browser_env_off": browser + ["--idle", "5"],
             "browser_env_on": browser + ["--compare"],
@@ -615,8 +615,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                               f"({dflt('warmup')})")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                    help=f"denoising steps per frame (default {DEFAULT_STEPS})")
-    p.add_argument("--fold-commit", action="store_true", help="time World with the commit pass folded into "
-                                                              "the last denoising pass")
+    p.add_argument("--fold-commit", action=argparse.BooleanOptionalAction,
+                   default=DEFAULT_FOLD_COMMIT,
+                   help="keep the state of the last denoising pass instead of running a commit pass: "
+                   "one model pass per frame fewer (default: on; BENCHMARKS.md, 'Sampler "
+                   "steps', has what each does to quality)")
     p.add_argument("--kernel-reps", type=int, help=f"timed calls per kernel ({dflt('kernel_reps')})")
     p.add_argument("--kernel-clip", type=int, help="frames of the training shapes of the kernels (default: "
                                                    "the matching preset's training clip, else 32; --quick: "

@@ -27,15 +27,17 @@ import numbers
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from .config import DEFAULT_FOLD_COMMIT
+
 
 class FlowMatching:
     GAP_SIGMA = 0.7  # the lowest noise level of a memory gap's frames
 
     def __init__(self, prefix_prob: float = 0.5, prev_noise: float = 0.2, self_prev_prob: float = 0.0,
                  frame_range: float | None = 1.0, pose_drop: float = 0.0, gap_prob: float = 0.0,
-                 gap_max: int = 32, prefix_min: float = 0.5):
+                 gap_max: int = 32, prefix_min: float = 0.5, stream_prob: float = 0.0):
         for name, prob in (("prefix_prob", prefix_prob), ("self_prev_prob", self_prev_prob),
-                           ("gap_prob", gap_prob), ("pose_drop", pose_drop)):
+                           ("gap_prob", gap_prob), ("pose_drop", pose_drop), ("stream_prob", stream_prob)):
             if not 0.0 <= prob <= 1.0:
                 raise ValueError(f"expected {name} in [0, 1], got {prob!r}")
         # The clean previous frame each frame is conditioned on is, when streaming, the model's own
@@ -56,6 +58,11 @@ class FlowMatching:
         # same recall PSNR from 16 context frames as from ~520. With them the far context changes the
         # frames, though not yet for the better on average (BENCHMARKS.md).
         self.gap_prob, self.gap_max = gap_prob, gap_max
+        # Streams without commit passes: in this fraction of the clips with a clean prefix, every frame
+        # after it is at s = 1, as the recurrent state holds them when a 1-step sampler keeps the state
+        # of its only pass (`fold_commit`); the clean frames then reach the state only through each
+        # next frame's previous-frame input and the memory.
+        self.stream_prob = stream_prob
 
     def training_sigmas(self, batch: int, frames: int, device=None, generator=None):
         """Noise level per frame (B, T) and the mask of frames that count in the loss."""
@@ -73,6 +80,10 @@ class FlowMatching:
             in_prefix &= use_prefix[:, None]
             sigma = sigma.masked_fill(in_prefix, 0.0)
             scored &= ~in_prefix
+            if self.stream_prob > 0:
+                drawn = torch.rand(batch, device=device, generator=generator)
+                stream = use_prefix & (drawn < self.stream_prob)
+                sigma = sigma.masked_fill(stream[:, None] & ~in_prefix, 1.0)
             if self.gap_prob > 0:
                 gap = use_prefix & (torch.rand(batch, device=device, generator=generator) < self.gap_prob)
                 length = torch.randint(1, self.gap_max + 1, (batch,), device=device, generator=generator)
@@ -132,16 +143,13 @@ MAX_STEPS = 1000  # the scheduler's training timesteps: more sampling steps than
 
 
 def check_sampler_args(steps, commit_sigma, fold_commit: bool = False) -> None:
-    """ValueError unless `steps` is an int in 1..MAX_STEPS (2.. when folding the commit), `commit_sigma`
-    a number in [0, 1] and `fold_commit` a bool."""
+    """ValueError unless `steps` is an int in 1..MAX_STEPS, `commit_sigma` a number in [0, 1] and
+    `fold_commit` a bool."""
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= MAX_STEPS:
         raise ValueError(f"expected steps as an int in 1..{MAX_STEPS} (denoising steps per frame), "
                          f"got {steps!r}")
     if not isinstance(fold_commit, bool):
         raise ValueError(f"expected fold_commit as a bool, got {fold_commit!r}")
-    if fold_commit and steps < 2:
-        raise ValueError("fold_commit needs steps >= 2: with 1 step the only pass sees pure noise, "
-                         "which is no frame to commit")
     if isinstance(commit_sigma, bool) or not isinstance(commit_sigma, numbers.Real) \
             or not 0.0 <= commit_sigma <= 1.0:
         raise ValueError(f"expected commit_sigma as a number in [0, 1], got {commit_sigma!r}")
@@ -158,10 +166,12 @@ class DiffusionSampler:
     `fold_commit`: keep the state of the last denoising pass instead of running a commit pass. That
     pass already saw the frame at a low noise level (1/steps: 0.25 at 4 steps), as the commit pass
     would at `commit_sigma`, so one model pass per frame is saved; `commit_sigma` is then unused.
+    At 1 step the only pass saw pure noise: the frame then reaches the state through the next frame's
+    previous-frame input and the memory alone (what `FlowMatching(stream_prob=...)` trains for).
     """
 
     def __init__(self, steps: int, commit_sigma: float = 0.25, frame_range: float | None = 1.0, device=None,
-                 fold_commit: bool = False):
+                 fold_commit: bool = DEFAULT_FOLD_COMMIT):
         check_sampler_args(steps, commit_sigma, fold_commit)
         self.fold_commit = fold_commit
         # The levels of diffusers' Euler scheduler (0 appended); its step, prev = x + (s' - s) v, is

@@ -34,7 +34,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .actions import action_index, action_indices
-from .config import DEFAULT_STEPS, PRESETS, get_preset
+from .config import DEFAULT_FOLD_COMMIT, DEFAULT_STEPS, PRESETS, get_preset
 from .diffusion import DiffusionSampler, check_sampler_args
 from .model import WorldModel
 from .poses import MAX_LAYOUT_SIDE, PoseSource, check_layout, check_pose, default_pose_source, pose_array
@@ -143,7 +143,8 @@ class World:
 
     def __init__(self, model: WorldModel, steps: int = DEFAULT_STEPS, device: str | torch.device = "cpu",
                  seed: int = 0, prefill_chunk: int = 64, commit_sigma: float = 0.25,
-                 codec: FrameCodec | None = None, poses: PoseSource | None = None, fold_commit: bool = False):
+                 codec: FrameCodec | None = None, poses: PoseSource | None = None,
+                 fold_commit: bool = DEFAULT_FOLD_COMMIT):
         check_sampler_args(steps, commit_sigma, fold_commit)
         for name, value in (("seed", seed), ("prefill_chunk", prefill_chunk)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (name != "seed"):
@@ -472,7 +473,7 @@ def load_codec(path_or_preset: str | Path | None = None) -> FrameCodec | None:
 
 
 def load_world(path_or_preset: str | Path | None = None, device: str = "auto", steps: int = DEFAULT_STEPS,
-               seed: int = 0, fold_commit: bool = False) -> World:
+               seed: int = 0, fold_commit: bool = DEFAULT_FOLD_COMMIT) -> World:
     """A `World` over a checkpoint folder (default: the shipped one) or an untrained preset."""
     return World(load_model(path_or_preset), steps=steps, device=device, seed=seed,
                  codec=load_codec(path_or_preset), fold_commit=fold_commit)

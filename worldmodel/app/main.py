@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worldmodel.config import DEFAULT_STEPS
+from worldmodel.config import DEFAULT_FOLD_COMMIT, DEFAULT_STEPS
 from worldmodel.data.env import MAZE_SIZES  # cheap: memory_maze is only imported when an env is built
 
 from .keymap import BUTTONS, CONTROLS, KEYS
@@ -157,9 +157,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                    help=f"denoising steps per frame (default {DEFAULT_STEPS})")
-    p.add_argument("--fold-commit", action="store_true",
-                   help="no commit pass: the last denoising pass's state is kept (one model pass per frame "
-                        "fewer; BENCHMARKS.md has what it does to quality)")
+    p.add_argument("--fold-commit", action=argparse.BooleanOptionalAction,
+                   default=DEFAULT_FOLD_COMMIT,
+                   help="keep the state of the last denoising pass instead of running a commit pass: "
+                   "one model pass per frame fewer (default: on; BENCHMARKS.md, 'Sampler "
+                   "steps', has what each does to quality)")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to serve on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to "
                         "the network)")

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..actions import LEFT
-from ..config import DEFAULT_STEPS
+from ..config import DEFAULT_FOLD_COMMIT, DEFAULT_STEPS
 from ..data.episodes import actions_to_index, episode_poses, load_episode
 from ..metrics import LPIPS, PSNR_CAP_DB, frame_metrics, mean, recall_buckets
 from ..world import DEFAULT_CHECKPOINT, World, device_name, frames_from_model, frames_to_model, load_world
@@ -278,9 +278,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--commit-sigma", type=float, default=0.25,
                         help="noise level at which generated frames enter the state (World's commit_sigma); "
                              "higher hides more of the model's own frames from it")
-    parser.add_argument("--fold-commit", action="store_true",
-                        help="no commit pass: keep the state of the last denoising pass (level 1/steps), one "
-                             "model pass per frame fewer; --commit-sigma is then unused")
+    parser.add_argument("--fold-commit", action=argparse.BooleanOptionalAction,
+                        default=DEFAULT_FOLD_COMMIT,
+                        help="keep the state of the last denoising pass instead of running a commit pass: "
+                        "one model pass per frame fewer, and --commit-sigma unused (default: on; "
+                        "BENCHMARKS.md, 'Sampler steps', has what each does to quality)")
     parser.add_argument("--no-pose", action="store_true",
                         help="do not give pose-conditioned models the episodes' poses")
     parser.add_argument("--dead-reckon", action="store_true",

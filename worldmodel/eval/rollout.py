@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..actions import FORWARD, FORWARD_LEFT, FORWARD_RIGHT, LEFT, NOOP, NUM_ACTIONS, RIGHT
-from ..config import DEFAULT_STEPS
+from ..config import DEFAULT_FOLD_COMMIT, DEFAULT_STEPS
 from ..data.env import MAZE_SIZES
 from ..data.episodes import actions_to_index, episode_poses, load_episode
 from ..world import DEFAULT_CHECKPOINT, World, load_world
@@ -172,6 +172,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--fps", type=int, default=8)
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                         help=f"sampler steps per frame (default {DEFAULT_STEPS})")
+    parser.add_argument("--fold-commit", action=argparse.BooleanOptionalAction, default=DEFAULT_FOLD_COMMIT,
+                        help="keep the state of the last denoising pass instead of running a commit pass "
+                             "(default: on, as in the app)")
     parser.add_argument("--no-pose", action="store_true",
                         help="do not give a pose-conditioned model the agent's poses (known for an episode's "
                              "or the environment's frames)")
@@ -225,7 +228,8 @@ def _episode_context(args: argparse.Namespace, script: list[int] | None):
 def run(args: argparse.Namespace) -> int:
     """Entry point of `worldmodel rollout`."""
     script = _script(args)
-    world = load_world(args.checkpoint, device=args.device, steps=args.steps, seed=args.seed)
+    world = load_world(args.checkpoint, device=args.device, steps=args.steps, seed=args.seed,
+                       fold_commit=args.fold_commit)
     if args.episode is not None:
         context_frames, context_actions, script, truth, poses, layout = _episode_context(args, script)
     else:
