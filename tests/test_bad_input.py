@@ -342,7 +342,6 @@ BAD_ARGS = {
     "sampler steps 0": (lambda m: DiffusionSampler(0), "steps as an int"),
     "training prefix_prob 1.5": (lambda m: FlowMatching(prefix_prob=1.5), r"prefix_prob in \[0, 1\]"),
     "training gap_prob nan": (lambda m: FlowMatching(gap_prob=float("nan")), r"gap_prob in \[0, 1\]"),
-    "training stream_prob 2": (lambda m: FlowMatching(stream_prob=2.0), r"stream_prob in \[0, 1\]"),
     "load_world steps 0": (lambda m: load_world("tiny", device="cpu", steps=0), "steps as an int"),
     "load_world steps -3": (lambda m: load_world("tiny", device="cpu", steps=-3), "steps as an int"),
     "unknown device": (lambda m: World(m, device="gpu"), "unknown device 'gpu'"),

@@ -255,15 +255,3 @@ def test_world_takes_its_poses_from_a_pose_source():
     blind = World(model, steps=1, seed=0, poses=NoPoses())
     blind.reset(frames, actions, poses)
     np.testing.assert_array_equal(blind.step(1), plain.step(1))
-
-
-def test_stream_clips_put_every_frame_after_the_prefix_at_pure_noise():
-    g = torch.Generator().manual_seed(0)
-    sigma, scored = FlowMatching(prefix_prob=1.0, stream_prob=1.0).training_sigmas(64, 16, generator=g)
-    clean = sigma == 0
-    assert (scored == ~clean).all() and clean[:, 0].all()
-    assert (sigma[~clean] == 1.0).all()  # everything after the clean prefix, as a folded 1-step stream
-    g = torch.Generator().manual_seed(0)
-    half, _ = FlowMatching(prefix_prob=1.0, stream_prob=0.5).training_sigmas(256, 16, generator=g)
-    streamed = ((half == 0) | (half == 1)).all(dim=1)
-    assert 0.35 < streamed.float().mean() < 0.65  # about stream_prob of the clips; the rest: uniform levels

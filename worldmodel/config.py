@@ -167,7 +167,6 @@ class TrainConfig:
     pose_drop: float = 0.3  # pose-conditioned models: clips trained without their poses (play without pose)
     gap_prob: float = 0.0  # clips with a memory gap after the clean prefix (see FlowMatching)
     gap_max: int = 32  # ... of up to this many frames
-    stream_prob: float = 0.0  # clips whose frames after the clean prefix are all at s = 1 (see FlowMatching)
     # Curriculum: [[step, clip_len], ...] -- clip length switches at those steps.
     curriculum: list = field(default_factory=list)
     val_every: int = 250

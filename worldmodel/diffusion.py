@@ -35,9 +35,9 @@ class FlowMatching:
 
     def __init__(self, prefix_prob: float = 0.5, prev_noise: float = 0.2, self_prev_prob: float = 0.0,
                  frame_range: float | None = 1.0, pose_drop: float = 0.0, gap_prob: float = 0.0,
-                 gap_max: int = 32, prefix_min: float = 0.5, stream_prob: float = 0.0):
+                 gap_max: int = 32, prefix_min: float = 0.5):
         for name, prob in (("prefix_prob", prefix_prob), ("self_prev_prob", self_prev_prob),
-                           ("gap_prob", gap_prob), ("pose_drop", pose_drop), ("stream_prob", stream_prob)):
+                           ("gap_prob", gap_prob), ("pose_drop", pose_drop)):
             if not 0.0 <= prob <= 1.0:
                 raise ValueError(f"expected {name} in [0, 1], got {prob!r}")
         # The clean previous frame each frame is conditioned on is, when streaming, the model's own
@@ -58,11 +58,6 @@ class FlowMatching:
         # same recall PSNR from 16 context frames as from ~520. With them the far context changes the
         # frames, though not yet for the better on average (BENCHMARKS.md).
         self.gap_prob, self.gap_max = gap_prob, gap_max
-        # Streams without commit passes: in this fraction of the clips with a clean prefix, every frame
-        # after it is at s = 1, as the recurrent state holds them when a 1-step sampler keeps the state
-        # of its only pass (`fold_commit`); the clean frames then reach the state only through each
-        # next frame's previous-frame input and the memory.
-        self.stream_prob = stream_prob
 
     def training_sigmas(self, batch: int, frames: int, device=None, generator=None):
         """Noise level per frame (B, T) and the mask of frames that count in the loss."""
@@ -80,10 +75,6 @@ class FlowMatching:
             in_prefix &= use_prefix[:, None]
             sigma = sigma.masked_fill(in_prefix, 0.0)
             scored &= ~in_prefix
-            if self.stream_prob > 0:
-                drawn = torch.rand(batch, device=device, generator=generator)
-                stream = use_prefix & (drawn < self.stream_prob)
-                sigma = sigma.masked_fill(stream[:, None] & ~in_prefix, 1.0)
             if self.gap_prob > 0:
                 gap = use_prefix & (torch.rand(batch, device=device, generator=generator) < self.gap_prob)
                 length = torch.randint(1, self.gap_max + 1, (batch,), device=device, generator=generator)
@@ -167,7 +158,7 @@ class DiffusionSampler:
     pass already saw the frame at a low noise level (1/steps: 0.25 at 4 steps), as the commit pass
     would at `commit_sigma`, so one model pass per frame is saved; `commit_sigma` is then unused.
     At 1 step the only pass saw pure noise: the frame then reaches the state through the next frame's
-    previous-frame input and the memory alone (what `FlowMatching(stream_prob=...)` trains for).
+    previous-frame input and the memory alone.
     """
 
     def __init__(self, steps: int, commit_sigma: float = 0.25, frame_range: float | None = 1.0, device=None,

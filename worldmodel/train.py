@@ -225,8 +225,7 @@ def save_sample(path: Path, model, episode_dir, context: int = 16, horizon: int 
 
 # Flags that override the preset's TrainConfig field of the same name.
 TRAIN_FLAGS = ("batch_size", "max_steps", "lr", "clip_len", "grad_accum", "val_every", "ckpt_every",
-               "sample_every", "gap_prob", "gap_max", "prefix_prob", "prefix_min", "warmup_steps",
-               "stream_prob")
+               "sample_every", "gap_prob", "gap_max", "prefix_prob", "prefix_min", "warmup_steps")
 LOG_EVERY = 10  # steps between lines of metrics.jsonl
 
 
@@ -276,7 +275,7 @@ class Trainer:
         self.flow = FlowMatching(prefix_prob=t.prefix_prob, prefix_min=t.prefix_min,
                                  self_prev_prob=t.self_prev_prob, pose_drop=t.pose_drop,
                                  frame_range=None if self.codec is not None else 1.0,
-                                 gap_prob=t.gap_prob, gap_max=t.gap_max, stream_prob=t.stream_prob)
+                                 gap_prob=t.gap_prob, gap_max=t.gap_max)
         self.val_set = None
         if args.val_data:
             self.val_set = _clip_dataset(args.val_data, t.clip_len, seed=1, codec=self.codec)
@@ -473,8 +472,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                           "independent noise levels per frame)")
     arg("--prefix-min", type=float, help="a clean prefix covers more than this fraction of the clip (default "
                                          "0.5); higher puts the scored frames, and gaps, late in long clips")
-    arg("--stream-prob", type=float, help="fraction of clean-prefix clips whose later frames are all at "
-                                          "noise level 1, as a 1-step sampler with --fold-commit streams")
     arg("--vae", help="autoencoder folder (from `worldmodel train-vae`) for presets that work on latents")
     arg("--max-steps", type=int, help="override the preset's number of optimizer steps")
     arg("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
