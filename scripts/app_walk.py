@@ -311,8 +311,8 @@ def main() -> int:
                    "300-frame walk through maze 9x9 seed 0 described below)")
     p.add_argument("--out", default="docs/maze9x9/app_walk", help="output folder (default %(default)s)")
     p.add_argument("--checkpoint", help="checkpoint folder (default: the app's, checkpoints/maze9x9)")
-    p.add_argument("--app-args", default="", help="more arguments for the app, e.g. '--steps 1' (the "
-                   "app's default is 4 denoising steps)")
+    p.add_argument("--app-args", default="", help="more arguments for the app, e.g. '--steps 4' (the "
+                   "app's default is 1 denoising step, the commit folded into it)")
     p.add_argument("--shots", type=int, nargs="*", default=[1, 150, 300],
                    help="full-page screenshots at the segment ends nearest these frames (default 1 150 300)")
     p.add_argument("--every", type=int, default=25, help="contact-sheet spacing in frames (default 25)")

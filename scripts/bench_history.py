@@ -6,8 +6,8 @@ see the same load on a shared machine.
 
     python scripts/bench_history.py --frames 10000 --json runs/history.json
 
---fill-steps N makes the history with N denoising steps per frame (1 is ~2x faster to fill); the
-timed frames always use --steps (the app's 4): the long world's state is carried over through
+--fill-steps N makes the history with N denoising steps per frame (1 is the fastest to fill); the
+timed frames always use --steps (the app's default): the long world's state is carried over through
 snapshot()/restore(), the public API. Targets (issue 18): latency after 10,000 frames within 5% of
 that after 10; RSS growth under 2% over the game. Torch runs on --threads threads (the app's 1).
 """
@@ -23,11 +23,13 @@ import numpy as np
 import torch
 
 from worldmodel.bench import loadavg, memory_in_use
+from worldmodel.config import DEFAULT_FOLD_COMMIT, DEFAULT_STEPS
 from worldmodel.world import World, load_world
 
 
 def new_world(template: World, steps: int, seed: int = 0) -> World:
-    return World(template.model, steps=steps, device=template.device, seed=seed, codec=template.codec)
+    return World(template.model, steps=steps, device=template.device, seed=seed, codec=template.codec,
+                 fold_commit=template.sampler.fold_commit)
 
 
 def play(world: World, frames: int, rng) -> None:
@@ -53,7 +55,10 @@ def main() -> int:
     p.add_argument("--checkpoints", type=int, nargs="+", default=[10, 100, 1000, 10_000],
                    help="history lengths at which RSS is read")
     p.add_argument("--context", type=int, default=21, help="context frames (random) the game starts from")
-    p.add_argument("--steps", type=int, default=4, help="denoising steps of the timed frames (app: 4)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                   help=f"denoising steps of the timed frames (default {DEFAULT_STEPS}, the app's)")
+    p.add_argument("--fold-commit", action=argparse.BooleanOptionalAction, default=DEFAULT_FOLD_COMMIT,
+                   help="fold the commit into the last denoising pass (default: the app's)")
     p.add_argument("--fill-steps", type=int,
                    help="denoising steps while making the history (default --steps)")
     p.add_argument("--reps", type=int, default=40, help="timed frames per world")
@@ -62,7 +67,7 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    template = load_world(args.checkpoint, device="cpu", steps=args.steps)
+    template = load_world(args.checkpoint, device="cpu", steps=args.steps, fold_commit=args.fold_commit)
     context = (rng.integers(0, 256, (args.context, *template.frame_shape), dtype=np.uint8),
                rng.integers(0, 6, args.context))
     load = [loadavg()]
@@ -87,7 +92,7 @@ def main() -> int:
     first = min(rss)
     result = {
         "device": f"CPU, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s)",
-        "checkpoint": args.checkpoint or "shipped", "steps": args.steps,
+        "checkpoint": args.checkpoint or "shipped", "steps": args.steps, "fold_commit": args.fold_commit,
         "fill_steps": args.fill_steps or args.steps, "frames": args.frames, "reps": args.reps,
         "ms_after_10": ms_short, f"ms_after_{args.frames}": ms_long,
         "latency_change_pct": 100 * (ms_long / ms_short - 1),

@@ -5,11 +5,11 @@
 # (576 context frames, then 224 new, with true and with dead-reckoned poses) over the three shipped
 # checkpoints and the references, then the tables beside the paper's rows in OUT/tables.md.
 # Every eval run is ~4 x 16 x (400 + 224 + 224) World steps: hours on a loaded 2-core CPU.
-# Usage: bash scripts/paper_tables.sh   (env: EPISODES=16 STEPS=4 OUT=runs/paper DATA=data/maze9_paper
+# Usage: bash scripts/paper_tables.sh   (env: EPISODES=16 STEPS=1 OUT=runs/paper DATA=data/maze9_paper
 #        LPIPS=path/to/alexnet-or-lpips-weights REVERSE=turns)
 set -euo pipefail
 EPISODES=${EPISODES:-16}
-STEPS=${STEPS:-4}
+STEPS=${STEPS:-1}  # the app's default (one model pass a frame, the commit folded)
 OUT=${OUT:-runs/paper}
 DATA=${DATA:-data/maze9_paper}
 REVERSE=${REVERSE:-turns}

@@ -365,14 +365,15 @@ def app_jobs(args) -> dict[str, list[str]]:
     """The scripts (in the repository's scripts/) the app section runs, with their arguments."""
     hold, runs = ("2", "1") if args.quick else ("10", "3")
     checkpoint = ["--checkpoint", args.checkpoint] if args.checkpoint else []
-    app_args = f"--steps {args.steps} --{'' if args.fold_commit else 'no-'}fold-commit"
+    fold = f"--{'' if args.fold_commit else 'no-'}fold-commit"
+    app_args = f"--steps {args.steps} {fold}"
     browser = ["bench_browser.py", "--runs", runs, "--hold", hold, "--app-args", app_args, *checkpoint]
     return {"browser_env_off": browser + ["--idle", "5"],
             "browser_env_on": browser + ["--compare"],
             "tabs": ["bench_browser.py", "--runs", "1", "--tabs", "2" if args.quick else "8",
                      "--hold", "4" if args.quick else "20", "--app-args", app_args,
                      *checkpoint],
-            "history": ["bench_history.py", "--steps", str(args.steps), *checkpoint,
+            "history": ["bench_history.py", "--steps", str(args.steps), fold, *checkpoint,
                         *(["--frames", "100", "--checkpoints", "10", "100", "--reps", "5"] if args.quick
                           else ["--frames", "10000", "--fill-steps", "1"])]}
 
