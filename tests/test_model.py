@@ -118,6 +118,23 @@ def test_world_step_equals_parallel_forward():
     assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
 
 
+def test_next_frame_is_conditioned_on_the_frame_shown():
+    """After each step the previous-frame input is the frame step() returned, encoded as a real
+    frame is, not the sampler's own latent (fed back, that drifts off the autoencoder's latents)."""
+    from worldmodel.vae import FrameCodec, build_autoencoder
+
+    torch.manual_seed(0)
+    codec = FrameCodec(build_autoencoder("tiny"))
+    world = World(randomized("ours", frame_size=8, in_channels=4, patch_size=2), steps=1, seed=0, codec=codec)
+    frames = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    world.reset(frames, [0, 1, 3])
+    for action in (1, 4):
+        out = world.step(action)
+        snap = world.snapshot()
+        assert np.array_equal(snap["meta.last_frame"].numpy(), out)
+        torch.testing.assert_close(snap["state.prev"][0, 0], world.encode(torch.from_numpy(out)))
+
+
 def test_save_load_round_trip(tmp_path):
     model = randomized("ours")
     model.save_pretrained(tmp_path / "ckpt")

@@ -246,7 +246,13 @@ class World:
         pose = self._pose_tensor(None if pose is None else pose[None])
         x, self._state = self.sampler(self.model, self._state, torch.tensor([[a]], device=self.device), pose,
                                       self.generator)
-        self._last = self.decode(x[0, 0]).cpu().numpy()
+        frame = self.decode(x[0, 0])
+        if "prev" in self._state:
+            # The next frame is conditioned on the frame shown, encoded as the real frames of training
+            # were: the sampler's own latent lies off the autoencoder's latents, and fed back it drifts
+            # (free play +1.3 dB, BENCHMARKS.md "Re-encoding").
+            self._state["prev"] = self.encode(frame)[None, None].to(x.dtype)
+        self._last = frame.cpu().numpy()
         self.frames_seen += 1
         return self._last.copy()
 
