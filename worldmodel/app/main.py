@@ -414,8 +414,8 @@ def _side_panel(args: argparse.Namespace, rate: str) -> dict:
                              elem_id="wm-downloads")
     gr.Markdown(
         f"Model: `{html.escape(str(args.checkpoint or 'checkpoints/maze9x9'))}`, {args.steps} denoising "
-        f"steps per frame; {rate} Recordings keep the context and the imagined frames "
-        "(`context_len` marks where imagination starts); imagined frames carry the pose the "
+        f"step{'s' * (args.steps != 1)} per frame; {rate} Recordings keep the context and the imagined "
+        "frames (`context_len` marks where imagination starts); imagined frames carry the pose the "
         "model was given, dead-reckoned from the actions (the model never sees the real environment).")
     return c
 
