@@ -422,9 +422,9 @@ def _side_panel(args: argparse.Namespace, rate: str) -> dict:
 
 # The frame rate at the app's defaults as measured (BENCHMARKS.md, "The demo at the model's speed").
 MEASURED_RATE = ("frames come as fast as the model makes them: measured at these defaults (1 step, one "
-                 "model pass a frame) in headless Chromium on a quiet 2-core CPU, 16.8 frames/s holding W "
-                 "(13.1 with the real environment alongside; median of 3 runs), less while other jobs load "
-                 "it (BENCHMARKS.md).")
+                 "model pass a frame) in headless Chromium on a quiet 2-core CPU, 14.6 and 17.8 frames/s "
+                 "holding W (two sets, median of 3 runs each; 13.1 with the real environment alongside), "
+                 "less while other jobs load it (BENCHMARKS.md).")
 
 
 def build_demo(world, sessions, contexts, args: argparse.Namespace):
