@@ -12,10 +12,12 @@
 
 Actions follow the Memory Maze dataset: context_actions[t] led to context_frames[t] and step(a)
 takes action a from the newest frame. The denoising loop of each frame is the sampler's
-(`diffusion.DiffusionSampler`). The state is the network's recurrent state -- per layer one SSM
-state per spatial block and a KV cache of the last k frames, and the pose-keyed memory's map if
-the model has one -- so time and memory per frame do not depend on how long the game has run
-(except for the `causal` baseline, whose cache keeps every frame by design).
+(`diffusion.DiffusionSampler`); the next frame is conditioned on the frame returned, encoded again
+as a context frame would be (the sampler's own latent, fed back, drifts). The state is the
+network's recurrent state -- per layer one SSM state per spatial block and a KV cache of the last
+k frames, and the pose-keyed memory's map if the model has one -- so time and memory per frame do
+not depend on how long the game has run (except for the `causal` baseline, whose cache keeps every
+frame by design).
 """
 
 from __future__ import annotations
