@@ -176,8 +176,9 @@ class DiffusionSampler:
     def __call__(self, model, state: dict, action: torch.Tensor, pose: torch.Tensor | None,
                  generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         """The next frame (1, 1, H, W, C) in model space and the state that has seen it; action: (1, 1)
-        ids, pose: (1, 1, 4) or None. Draws the start noise, then the commit noise (unless folded), from
-        `generator`."""
+        ids, pose: (1, 1, 4) or None. The state's "prev" (the frame the next one is conditioned on) is
+        the caller's to set: `World.step` writes the frame it shows, re-encoded. Draws the start
+        noise, then the commit noise (unless folded), from `generator`."""
         c, device = model.cfg, self.sigmas.device
         x = torch.randn((1, 1, c.frame_size, c.frame_size, c.in_channels), device=device, generator=generator)
         for s, s_next in zip(self.sigmas[:-1], self.sigmas[1:]):
@@ -195,6 +196,4 @@ class DiffusionSampler:
                 eps = torch.randn(x.shape, device=device, generator=generator)
                 x_commit = FlowMatching.add_noise(x, commit, eps)
             _, state = model(x_commit, commit, action, state, pose=pose)
-        if "prev" in state:  # the next frame is conditioned on this one, clean
-            state["prev"] = x
         return x, state

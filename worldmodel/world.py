@@ -251,9 +251,9 @@ class World:
         frame = self.decode(x[0, 0])
         if "prev" in self._state:
             # The next frame is conditioned on the frame shown, encoded as the real frames of training
-            # were: the sampler's own latent lies off the autoencoder's latents, and fed back it drifts
-            # (free play +1.3 dB, BENCHMARKS.md "Re-encoding").
-            self._state["prev"] = self.encode(frame)[None, None].to(x.dtype)
+            # were, not on the sampler's latent: that lies off the autoencoder's latents, and fed back
+            # it drifts (free play +1.3 dB, BENCHMARKS.md "Re-encoding").
+            self._state["prev"] = self.encode(frame)[None, None]
         self._last = frame.cpu().numpy()
         self.frames_seen += 1
         return self._last.copy()
