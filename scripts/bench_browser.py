@@ -7,7 +7,8 @@ starts from a file instead), holds W and counts the frames the page draws.
     python scripts/bench_browser.py --runs 3 --hold 10 --compare    # env on
     python scripts/bench_browser.py --tabs 8 --hold 20              # 8 tabs holding W at once
 
-Also measures Start to first frame (click to the first frame drawn) for every start, and what an idle
+Also measures the server's start (process start to the page answering: loading, compiling and the
+warm-up game), Start to first frame (click to the first frame drawn) for every start, and what an idle
 tab costs the server: its CPU over --idle seconds with the tabs started and nothing held, against
 the same server with no tab at all (measured first). Prints
 the figures with the device and /proc/loadavg before and after; --json writes them.
@@ -130,7 +131,9 @@ def main() -> int:
 
     app_args = (["--checkpoint", args.checkpoint] if args.checkpoint else []) + args.app_args.split()
     load = [loadavg()]
-    proc, url = launch_app(app_args, Path(tempfile.gettempdir()) / "bench_browser_app.log", timeout=300)
+    t0 = time.perf_counter()
+    proc, url = launch_app(app_args, Path(tempfile.gettempdir()) / "bench_browser_app.log", timeout=600)
+    server_start_s = time.perf_counter() - t0  # process start to the page answering: load, compile, warm-up
     try:
         with sync_playwright() as pw:
             out = run(args, proc.pid, url, pw)
@@ -140,6 +143,7 @@ def main() -> int:
     result = {"device": f"CPU, {os.cpu_count()} cores (app: --threads 1 per frame unless --app-args)",
               "app_args": app_args, "compare": args.compare, "tabs": args.tabs, "hold_s": args.hold,
               "start": "episode file" if args.episode else "Start button", "loadavg_before_after": load,
+              "server_start_s": server_start_s,
               **summary(out, args), "raw": out}
     print(json.dumps({k: v for k, v in result.items() if k != "raw"}, indent=1))
     if args.json:

@@ -29,7 +29,7 @@ from worldmodel.world import World, load_world
 
 def new_world(template: World, steps: int, seed: int = 0) -> World:
     return World(template.model, steps=steps, device=template.device, seed=seed, codec=template.codec,
-                 fold_commit=template.sampler.fold_commit)
+                 fold_commit=template.sampler.fold_commit, compile=template.compiled)
 
 
 def play(world: World, frames: int, rng) -> None:
@@ -59,6 +59,8 @@ def main() -> int:
                    help=f"denoising steps of the timed frames (default {DEFAULT_STEPS}, the app's)")
     p.add_argument("--fold-commit", action=argparse.BooleanOptionalAction, default=DEFAULT_FOLD_COMMIT,
                    help="fold the commit into the last denoising pass (default: the app's)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="torch.compile each frame's passes, as the app does (default: on)")
     p.add_argument("--fill-steps", type=int,
                    help="denoising steps while making the history (default --steps)")
     p.add_argument("--reps", type=int, default=40, help="timed frames per world")
@@ -67,7 +69,8 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    template = load_world(args.checkpoint, device="cpu", steps=args.steps, fold_commit=args.fold_commit)
+    template = load_world(args.checkpoint, device="cpu", steps=args.steps, fold_commit=args.fold_commit,
+                          compile=args.compile)
     context = (rng.integers(0, 256, (args.context, *template.frame_shape), dtype=np.uint8),
                rng.integers(0, 6, args.context))
     load = [loadavg()]
@@ -93,7 +96,8 @@ def main() -> int:
     result = {
         "device": f"CPU, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s)",
         "checkpoint": args.checkpoint or "shipped", "steps": args.steps, "fold_commit": args.fold_commit,
-        "fill_steps": args.fill_steps or args.steps, "frames": args.frames, "reps": args.reps,
+        "compile": args.compile, "fill_steps": args.fill_steps or args.steps, "frames": args.frames,
+        "reps": args.reps,
         "ms_after_10": ms_short, f"ms_after_{args.frames}": ms_long,
         "latency_change_pct": 100 * (ms_long / ms_short - 1),
         "rss_mb": rss, "rss_growth_pct": 100 * (rss[max(rss)] / rss[first] - 1),

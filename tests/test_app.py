@@ -171,11 +171,13 @@ def server(tmp_path_factory):
     env.setdefault("OMP_NUM_THREADS", "1")
     # --max-envs 1: a second tab cannot build a real env until the first tab has been closed.
     # random weights: an untrained model's zero output layer would show one constant frame
+    # --no-compile: tabs' frames are compared bit for bit with an eager World (test_model checks
+    # the compiled step against eager)
     checkpoint = tmp_path_factory.mktemp("ckpt") / "tiny-random"
     randomized().save_pretrained(checkpoint)
     try:
         proc, url = launch_app(
-            ["--checkpoint", str(checkpoint), "--context", str(CONTEXT), "--max-envs", "1"],
+            ["--checkpoint", str(checkpoint), "--context", str(CONTEXT), "--max-envs", "1", "--no-compile"],
             tmp_path_factory.mktemp("app") / "server.log",
             env,
             timeout=300,  # under load the warm-up game and the env prefetch slow the start

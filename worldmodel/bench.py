@@ -366,14 +366,15 @@ def app_jobs(args) -> dict[str, list[str]]:
     hold, runs = ("2", "1") if args.quick else ("10", "3")
     checkpoint = ["--checkpoint", args.checkpoint] if args.checkpoint else []
     fold = f"--{'' if args.fold_commit else 'no-'}fold-commit"
-    app_args = f"--steps {args.steps} {fold}"
+    compile_ = f"--{'' if args.compile else 'no-'}compile"
+    app_args = f"--steps {args.steps} {fold} {compile_}"
     browser = ["bench_browser.py", "--runs", runs, "--hold", hold, "--app-args", app_args, *checkpoint]
     return {"browser_env_off": browser + ["--idle", "5"],
             "browser_env_on": browser + ["--compare"],
             "tabs": ["bench_browser.py", "--runs", "1", "--tabs", "2" if args.quick else "8",
                      "--hold", "4" if args.quick else "20", "--app-args", app_args,
                      *checkpoint],
-            "history": ["bench_history.py", "--steps", str(args.steps), fold, *checkpoint,
+            "history": ["bench_history.py", "--steps", str(args.steps), fold, compile_, *checkpoint,
                         *(["--frames", "100", "--checkpoints", "10", "100", "--reps", "5"] if args.quick
                           else ["--frames", "10000", "--fill-steps", "1"])]}
 
@@ -383,7 +384,8 @@ def bench_app(model: WorldModel, args, codec=None) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the app computes each frame
     try:
-        world = World(model, steps=args.steps, device=dev, codec=codec, fold_commit=args.fold_commit)
+        world = World(model, steps=args.steps, device=dev, codec=codec, fold_commit=args.fold_commit,
+                      compile=args.compile)
         row = time_stream(world, 21, args.frames, args.warmup)
     finally:
         torch.set_num_threads(threads)
@@ -421,6 +423,8 @@ def app_markdown(a: dict) -> list[str]:
                  f"{a['server']['ms_per_frame']:.1f} ms ({a['server']['fps']:.1f} fps)"],
                 ["browser, holding W, real env off (median; runs)", _runs(off["fps_shown_runs"], "fps")],
                 ["browser, holding W, real env on (median; runs)", _runs(on["fps_shown_runs"], "fps")],
+                ["server start: process to page, with the compile and warm-up (env off run)",
+                 f"{off['server_start_s']:.1f} s" if "server_start_s" in off else "not measured"],
                 ["Start to first frame, env off (median; each start)", _runs(off["start_s"], "s")],
                 ["Start to first frame, env on (median)", f"{on['start_s_median']:.2f} s"],
                 [f"{tabs['tabs']} tabs holding W at once: slowest tab, mean",
@@ -464,6 +468,7 @@ def run_bench(models: dict, args, codec=None) -> dict:
     r = {"device": device_name(dev), "device_type": dev.type, "torch": torch.__version__,
          "threads": torch.get_num_threads(), "sections": list(args.sections), "quick": args.quick,
          "sampler_steps": args.steps, "passes_per_frame": args.steps + (not args.fold_commit),
+         "compile_app": args.compile,
          "warmup": args.warmup,
          "models": {name: {"variant": m.cfg.variant, "params_m": sum(p.numel() for p in m.parameters()) / 1e6,
                            "tokens_per_frame": m.cfg.tokens_per_frame, "d_model": m.cfg.d_model,
@@ -621,6 +626,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="keep the state of the last denoising pass instead of running a commit pass: "
                    "one model pass per frame fewer (default: on; BENCHMARKS.md, 'Sampler "
                    "steps', has what each does to quality)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="the app section runs as `worldmodel play` does, each frame's passes compiled with "
+                   "torch.compile (default: on; the model speed table is eager)")
     p.add_argument("--kernel-reps", type=int, help=f"timed calls per kernel ({dflt('kernel_reps')})")
     p.add_argument("--kernel-clip", type=int, help="frames of the training shapes of the kernels (default: "
                                                    "the matching preset's training clip, else 32; --quick: "

@@ -22,6 +22,7 @@ frame by design).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import numbers
@@ -141,13 +142,16 @@ def _safetensors_specs(path: str | Path) -> dict[str, tuple[tuple, torch.dtype]]
 
 
 class World:
-    """A running world: the model, its recurrent state and the sampler."""
+    """A running world: the model, its recurrent state and the sampler. `compile=True` runs each
+    step's passes through torch.compile (`_compiled_step`; the app's default), else eager."""
 
     def __init__(self, model: WorldModel, steps: int = DEFAULT_STEPS, device: str | torch.device = "cpu",
                  seed: int = 0, prefill_chunk: int = 64, commit_sigma: float = 0.25,
                  codec: FrameCodec | None = None, poses: PoseSource | None = None,
-                 fold_commit: bool = DEFAULT_FOLD_COMMIT):
+                 fold_commit: bool = DEFAULT_FOLD_COMMIT, compile: bool = False):
         check_sampler_args(steps, commit_sigma, fold_commit)
+        if not isinstance(compile, bool):
+            raise ValueError(f"expected compile as a bool, got {compile!r}")
         for name, value in (("seed", seed), ("prefill_chunk", prefill_chunk)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (name != "seed"):
                 raise ValueError(f"expected {name} as an int >= {int(name != 'seed')}, got {value!r}")
@@ -161,6 +165,10 @@ class World:
         self.sampler = DiffusionSampler(steps, commit_sigma, frame_range=1.0 if codec is None else None,
                                         device=self.device, fold_commit=fold_commit)
         self.steps, self.prefill_chunk, self.commit_sigma = steps, prefill_chunk, commit_sigma
+        # step()'s model pass, decode and re-encode of one frame; reset() stays eager (other shapes)
+        self.compiled = compile
+        codec_fns = (None, None) if codec is None else (self.codec.decode, self.codec.encode)
+        self._step_fns = _compiled_step(self.model, self.codec) if compile else (self.model, *codec_fns)
         # The pose of each frame: by default dead reckoning for a pose-conditioned model, else none.
         self.poses = default_pose_source(self.cfg.pose_cond) if poses is None else poses
         self.generator = torch.Generator(self.device).manual_seed(seed)
@@ -245,15 +253,19 @@ class World:
             raise RuntimeError("call reset(context_frames, context_actions) before step()")
         a = action_index(action)
         pose = self.poses.step(a, None if pose is None else check_pose(pose))
+        if pose is None and self.cfg.pose_cond:  # unknown is NaN, as the model reads None: one graph
+            pose = np.full(4, np.nan, np.float32)
         pose = self._pose_tensor(None if pose is None else pose[None])
-        x, self._state = self.sampler(self.model, self._state, torch.tensor([[a]], device=self.device), pose,
+        model, decode, encode = self._step_fns
+        x, self._state = self.sampler(model, self._state, torch.tensor([[a]], device=self.device), pose,
                                       self.generator)
-        frame = self.decode(x[0, 0])
+        frame = frames_from_model(x[0, 0] if decode is None else decode(x[0, 0]))
         if "prev" in self._state:
             # The next frame is conditioned on the frame shown, encoded as the real frames of training
             # were, not on the sampler's latent: that lies off the autoencoder's latents, and fed back
             # it drifts (free play +1.3 dB, BENCHMARKS.md "Re-encoding").
-            self._state["prev"] = self.encode(frame)[None, None]
+            prev = frames_to_model(frame)
+            self._state["prev"] = (prev if encode is None else encode(prev))[None, None]
         self._last = frame.cpu().numpy()
         self.frames_seen += 1
         return self._last.copy()
@@ -469,6 +481,18 @@ def codec_folder(checkpoint: str | Path) -> Path | None:
     return folder
 
 
+@functools.cache
+def _compiled_step(model: WorldModel, codec: FrameCodec | None) -> tuple:
+    """`World.step`'s model pass, decode and encode of one frame compiled by inductor, the weights
+    frozen in as constants (so only for a model no longer trained); one compile per model and
+    codec, shared by every World over them. ~20% less time a frame on this 2-core CPU; the first
+    frame pays the compile (about a minute on 2 cores; inductor caches it on disk for the next
+    process). BENCHMARKS.md, "The demo at the model's speed"."""
+    opts = dict(dynamic=False, options={"freezing": True})
+    fns = (model,) if codec is None else (model, codec.decode, codec.encode)
+    return (*(torch.compile(f, **opts) for f in fns), *((None, None) if codec is None else ()))
+
+
 def load_codec(path_or_preset: str | Path | None = None) -> FrameCodec | None:
     """The autoencoder of a checkpoint folder (`codec_folder`); None for a pixel model or a preset."""
     folder = codec_folder(DEFAULT_CHECKPOINT if path_or_preset is None else path_or_preset)
@@ -481,7 +505,7 @@ def load_codec(path_or_preset: str | Path | None = None) -> FrameCodec | None:
 
 
 def load_world(path_or_preset: str | Path | None = None, device: str = "auto", steps: int = DEFAULT_STEPS,
-               seed: int = 0, fold_commit: bool = DEFAULT_FOLD_COMMIT) -> World:
+               seed: int = 0, fold_commit: bool = DEFAULT_FOLD_COMMIT, compile: bool = False) -> World:
     """A `World` over a checkpoint folder (default: the shipped one) or an untrained preset."""
     return World(load_model(path_or_preset), steps=steps, device=device, seed=seed,
-                 codec=load_codec(path_or_preset), fold_commit=fold_commit)
+                 codec=load_codec(path_or_preset), fold_commit=fold_commit, compile=compile)
