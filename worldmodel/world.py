@@ -486,8 +486,8 @@ def _compiled_step(model: WorldModel, codec: FrameCodec | None) -> tuple:
     """`World.step`'s model pass, decode and encode of one frame compiled by inductor, the weights
     frozen in as constants (so only for a model no longer trained); one compile per model and
     codec, shared by every World over them. ~20% less time a frame on this 2-core CPU; the first
-    frame pays the compile (about a minute on 2 cores; inductor caches it on disk for the next
-    process). BENCHMARKS.md, "The demo at the model's speed"."""
+    frame pays the compile (~100 s on 2 cores, ~50 s when inductor's disk cache holds parts of it).
+    BENCHMARKS.md, "The demo at the model's speed"."""
     opts = dict(dynamic=False, options={"freezing": True})
     fns = (model,) if codec is None else (model, codec.decode, codec.encode)
     return (*(torch.compile(f, **opts) for f in fns), *((None, None) if codec is None else ()))

@@ -164,8 +164,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "steps', has what each does to quality)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="compile each frame's model pass and autoencoder with torch.compile (default: on; "
-                   "~20%% less time a frame on a 2-core CPU; the first start compiles for about a minute "
-                   "on 2 cores, later starts reuse inductor's disk cache)")
+                   "~20%% less time a frame on a 2-core CPU; the server compiles before it serves: ~100 s on "
+                   "2 cores the first time, ~50 s once inductor's disk cache holds parts of it)")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to serve on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to "
                         "the network)")
@@ -426,9 +426,9 @@ def _side_panel(args: argparse.Namespace, rate: str) -> dict:
 
 # The frame rate at the app's defaults as measured (BENCHMARKS.md, "The demo at the model's speed").
 MEASURED_RATE = ("frames come as fast as the model makes them: measured at these defaults (1 step, one "
-                 "model pass a frame) in headless Chromium on a quiet 2-core CPU, 14.6 and 17.8 frames/s "
-                 "holding W (two sets, median of 3 runs each; 13.1 with the real environment alongside), "
-                 "less while other jobs load it (BENCHMARKS.md).")
+                 "model pass a frame, compiled) in headless Chromium on a quiet 2-core CPU, 17.0 and 19.5 "
+                 "frames/s holding W (two sets, median of 3 runs each; 16.2 with the real environment "
+                 "alongside), less while other jobs load it (BENCHMARKS.md).")
 
 
 def build_demo(world, sessions, contexts, args: argparse.Namespace):
@@ -525,8 +525,8 @@ def run(args: argparse.Namespace) -> int:
     sessions, contexts = Sessions(args.max_envs), Contexts(_make_context(args))
     contexts.prefetch("9x9", 0)  # the page's default: its first Start needs no env
     if args.compile:
-        print("worldmodel play: compiling the model for this CPU (about a minute the first time, "
-              "seconds once cached; --no-compile skips it)", flush=True)
+        print("worldmodel play: compiling the model for this CPU (~100 s on 2 cores the first time, "
+              "~50 s after; --no-compile skips it)", flush=True)
     _warm_up(world, args)
     demo = build_demo(world, sessions, contexts, args)
     streams = Streams(sessions.by_token, _frame_header, workers=args.concurrency, max_fps=args.max_fps)
