@@ -165,10 +165,11 @@ class World:
         self.sampler = DiffusionSampler(steps, commit_sigma, frame_range=1.0 if codec is None else None,
                                         device=self.device, fold_commit=fold_commit)
         self.steps, self.prefill_chunk, self.commit_sigma = steps, prefill_chunk, commit_sigma
-        # step()'s model pass, decode and re-encode of one frame; reset() stays eager (other shapes)
+        # (model, decode, encode): step() runs them on one frame, compiled if asked; reset() and
+        # encode()/decode() stay eager (other shapes would recompile)
         self.compiled = compile
-        codec_fns = (None, None) if codec is None else (self.codec.decode, self.codec.encode)
-        self._step_fns = _compiled_step(self.model, self.codec) if compile else (self.model, *codec_fns)
+        self._eager_fns = _step_fns(self.model, self.codec)
+        self._step_fns = _compiled_step(self.model, self.codec) if compile else self._eager_fns
         # The pose of each frame: by default dead reckoning for a pose-conditioned model, else none.
         self.poses = default_pose_source(self.cfg.pose_cond) if poses is None else poses
         self.generator = torch.Generator(self.device).manual_seed(seed)
@@ -195,11 +196,10 @@ class World:
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 frames (..., H, W, 3) -> what the model works on (latents or pixels in [-1, 1])."""
-        x = frames_to_model(frames)
-        return x if self.codec is None else self.codec.encode(x)
+        return self._eager_fns[2](frames_to_model(frames))
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
-        return frames_from_model(x if self.codec is None else self.codec.decode(x))
+        return frames_from_model(self._eager_fns[1](x))
 
     def _pose_tensor(self, poses: np.ndarray | None) -> torch.Tensor | None:
         return None if poses is None else torch.from_numpy(poses).to(self.device)[None]
@@ -259,13 +259,12 @@ class World:
         model, decode, encode = self._step_fns
         x, self._state = self.sampler(model, self._state, torch.tensor([[a]], device=self.device), pose,
                                       self.generator)
-        frame = frames_from_model(x[0, 0] if decode is None else decode(x[0, 0]))
+        frame = frames_from_model(decode(x[0, 0]))
         if "prev" in self._state:
             # The next frame is conditioned on the frame shown, encoded as the real frames of training
             # were, not on the sampler's latent: that lies off the autoencoder's latents, and fed back
             # it drifts (free play +1.3 dB, BENCHMARKS.md "Re-encoding").
-            prev = frames_to_model(frame)
-            self._state["prev"] = (prev if encode is None else encode(prev))[None, None]
+            self._state["prev"] = encode(frames_to_model(frame))[None, None]
         self._last = frame.cpu().numpy()
         self.frames_seen += 1
         return self._last.copy()
@@ -481,6 +480,15 @@ def codec_folder(checkpoint: str | Path) -> Path | None:
     return folder
 
 
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _step_fns(model: WorldModel, codec: FrameCodec | None) -> tuple:
+    """What `World.step` runs: the model, and the codec's decode and encode (pixels: identities)."""
+    return (model, _identity, _identity) if codec is None else (model, codec.decode, codec.encode)
+
+
 @functools.cache
 def _compiled_step(model: WorldModel, codec: FrameCodec | None) -> tuple:
     """`World.step`'s model pass, decode and encode of one frame compiled by inductor, the weights
@@ -489,8 +497,7 @@ def _compiled_step(model: WorldModel, codec: FrameCodec | None) -> tuple:
     frame pays the compile (~100 s on 2 cores, ~50 s when inductor's disk cache holds parts of it).
     BENCHMARKS.md, "The demo at the model's speed"."""
     opts = dict(dynamic=False, options={"freezing": True})
-    fns = (model,) if codec is None else (model, codec.decode, codec.encode)
-    return (*(torch.compile(f, **opts) for f in fns), *((None, None) if codec is None else ()))
+    return tuple(f if f is _identity else torch.compile(f, **opts) for f in _step_fns(model, codec))
 
 
 def load_codec(path_or_preset: str | Path | None = None) -> FrameCodec | None:
