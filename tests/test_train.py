@@ -80,6 +80,24 @@ def test_train_export_and_exact_resume(episodes, tmp_path):
     assert world.step(1).dtype == np.uint8
     with pytest.raises(ValueError, match="holds no checkpoint"):
         main(["export", str(tmp_path / "nothing"), str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="recall_blend needs pose_memory"):  # refused before writing
+        main(["export", str(straight), str(tmp_path / "blend"), "--recall-blend", "0.5"])
+    assert not (tmp_path / "blend").exists()
+
+
+def test_export_sets_the_recall_blend_of_a_pose_memory_model(tmp_path):
+    from helpers import randomized
+
+    from worldmodel import load_world
+
+    ckpt = tmp_path / "run" / "checkpoint"
+    randomized(pose_cond=True, pose_memory=True, memory_cells=10, memory_headings=4).save_pretrained(ckpt / "ema")
+    (ckpt / "trainer_state.json").write_text(json.dumps({"step": 1}))
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "ckpt"), "--recall-blend", "0.75"]) == 0
+    assert load_world(str(tmp_path / "ckpt"), device="cpu").cfg.recall_blend == 0.75
+    with pytest.raises(ValueError, match=r"recall_blend must be a number in \[0.0, 1.0\]"):
+        main(["export", str(tmp_path / "run"), str(tmp_path / "bad"), "--recall-blend", "2"])
+    assert not (tmp_path / "bad").exists()
 
 
 def test_two_processes_under_accelerate_launch(episodes, tmp_path):

@@ -61,6 +61,11 @@ class ModelConfig:
     pose_memory: bool = False
     memory_cells: int = 10
     memory_headings: int = 20
+    # How much of the memory's read the prediction takes as it is, in proportion to the read's
+    # confidence: x0 <- lerp(x0, read, recall_blend * confidence). 0 = the read is only an input.
+    # The network does not copy what the memory holds (retrieval: its frames 17.5 dB, the read
+    # decoded 24.0); taken directly, revisited views come back (BENCHMARKS.md, "Recall blend").
+    recall_blend: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
 
     def __post_init__(self):
         self._check_types()
@@ -79,21 +84,26 @@ class ModelConfig:
             raise ValueError("expand * d_model must be a multiple of headdim")
         if self.pose_memory and not (self.pose_cond and self.prev_frame_input):
             raise ValueError("pose_memory needs pose_cond (its keys) and prev_frame_input (what it stores)")
+        if self.recall_blend and not self.pose_memory:
+            raise ValueError("recall_blend needs pose_memory (the read it blends in)")
 
     def _check_types(self) -> None:
         """Each field of the type its default has (ints >= 1, block_sizes pairs of them): a config.json
         with `"frame_size": "8"` is a ValueError naming the field, not an error deep in the model."""
         for f in dataclasses.fields(self):
             value, kind = getattr(self, f.name), f.type
+            bounds = f.metadata.get("range")  # a float allowed to be 0: its [lo, hi]
             ok = {"str": isinstance(value, str), "bool": isinstance(value, bool),
                   "int": isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1,
-                  "float": isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0,
+                  "float": isinstance(value, numbers.Real) and not isinstance(value, bool)
+                  and (bounds[0] <= value <= bounds[1] if bounds else value > 0),
                   "list": isinstance(value, (list, tuple)) and len(value) >= 1 and all(
                       isinstance(b, (list, tuple)) and len(b) == 2 and all(
                           isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in b)
                       for b in value)}[kind]
             if not ok:
-                want = {"int": "an int >= 1", "float": "a number > 0", "bool": "true or false",
+                number = f"a number in [{bounds[0]}, {bounds[1]}]" if bounds else "a number > 0"
+                want = {"int": "an int >= 1", "float": number, "bool": "true or false",
                         "str": "a string", "list": "a list of [b_h, b_w] pairs of ints >= 1"}[kind]
                 raise ValueError(f"model config: {f.name} must be {want}, got {value!r}")
 

@@ -276,11 +276,16 @@ class WorldModel(ModelMixin, ConfigMixin):
             patches = torch.cat([patches, self.patchify(prev)], dim=-1)
             new_state["prev"] = x[:, -1:]
         if self.memory is not None:
-            patches = torch.cat([patches, *self._recall(prev, pose, state, new_state)], dim=-1)
+            recalled, confidence = self._recall(prev, pose, state, new_state)
+            patches = torch.cat([patches, recalled, confidence], dim=-1)
         h = self.patch_embed(patches) + self.pos_embed.reshape(1, 1, self.cfg.grid, self.cfg.grid, -1)
         c = self.condition(sigma, action, pose)
         for i, blk in enumerate(self.blocks):
             h, new_state[str(i)] = blk(h, c, state.get(str(i), {}))
         shift, scale = self.final_ada(c)[:, :, None, None, :].chunk(2, dim=-1)
         out = self.unpatchify(self.out(modulate(self.final_norm(h), shift, scale)))
-        return (out + prev if self.cfg.prev_frame_input else out), new_state
+        out = out + prev if self.cfg.prev_frame_input else out
+        if self.cfg.recall_blend:  # where the memory has seen this pose, take its read as it is
+            weight = self.cfg.recall_blend * confidence.expand(*confidence.shape[:-1], recalled.shape[-1])
+            out = torch.lerp(out, self.unpatchify(recalled), self.unpatchify(weight))
+        return out, new_state

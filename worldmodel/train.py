@@ -435,11 +435,16 @@ def train(args: argparse.Namespace) -> Path:
     return Trainer(args).fit()
 
 
-def export(run: str | Path, dest: str | Path) -> Path:
-    """Copy a run's EMA weights into a shippable checkpoint folder (config.json + safetensors)."""
+def export(run: str | Path, dest: str | Path, recall_blend: float | None = None) -> Path:
+    """Copy a run's EMA weights into a shippable checkpoint folder (config.json + safetensors);
+    `recall_blend` sets the model's ModelConfig.recall_blend in the copy (a setting of play, no
+    training: the shipped model's 1.0 was chosen on the eval protocols)."""
     ckpt = _find_checkpoint(Path(run))
     if ckpt is None:
         raise ValueError(f"{run} holds no checkpoint")
+    config = json.loads((ckpt / "ema" / "config.json").read_text())
+    if recall_blend is not None:  # checked before anything is written
+        config["config"] = ModelConfig.from_dict(config["config"] | {"recall_blend": recall_blend}).to_dict()
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for f in (ckpt / "ema").iterdir():
@@ -448,6 +453,7 @@ def export(run: str | Path, dest: str | Path) -> Path:
         else:
             shutil.copy2(f, dest / f.name)
     shutil.copy2(ckpt / "trainer_state.json", dest / "trainer_state.json")
+    (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return dest
 
 
@@ -499,9 +505,12 @@ def run(args: argparse.Namespace) -> int:
 def add_export_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("run", help="training run folder (holds checkpoint/)")
     p.add_argument("dest", help="checkpoint folder to write, e.g. checkpoints/maze9x9")
+    p.add_argument("--recall-blend", type=float, help="set the model's recall_blend in [0, 1] (pose-memory "
+                   "models: how much of the memory's read a frame takes as it is, by its confidence; "
+                   "checkpoints/maze9x9 ships 1.0)")
     return p
 
 
 def run_export(args: argparse.Namespace) -> int:
-    print(f"exported EMA weights to {export(args.run, args.dest)}")
+    print(f"exported EMA weights to {export(args.run, args.dest, args.recall_blend)}")
     return 0
