@@ -91,7 +91,8 @@ def test_export_sets_the_recall_blend_of_a_pose_memory_model(tmp_path):
     from worldmodel import load_world
 
     ckpt = tmp_path / "run" / "checkpoint"
-    randomized(pose_cond=True, pose_memory=True, memory_cells=10, memory_headings=4).save_pretrained(ckpt / "ema")
+    model = randomized(pose_cond=True, pose_memory=True, memory_cells=10, memory_headings=4)
+    model.save_pretrained(ckpt / "ema")
     (ckpt / "trainer_state.json").write_text(json.dumps({"step": 1}))
     assert main(["export", str(tmp_path / "run"), str(tmp_path / "ckpt"), "--recall-blend", "0.75"]) == 0
     assert load_world(str(tmp_path / "ckpt"), device="cpu").cfg.recall_blend == 0.75
