@@ -36,8 +36,10 @@ def test_pose_changes_the_prediction_and_unknown_pose_is_no_pose():
     assert (shifted[:, 3] - with_pose[:, 3]).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("config", [
-    dict(pose_cond=True), SMALL_MEMORY, SMALL_MEMORY | dict(recall_blend=1.0)],
+BLEND = SMALL_MEMORY | dict(recall_blend=1.0)
+
+
+@pytest.mark.parametrize("config", [dict(pose_cond=True), SMALL_MEMORY, BLEND],
                          ids=["pose", "pose_memory", "recall_blend"])
 def test_streaming_with_poses_equals_parallel(config):
     model = randomized("ours", **config)
