@@ -17,6 +17,7 @@ from worldmodel.world import World
 
 # the tiny preset works on 8x8x3 pixel patches: a coarse map keeps its memory state small (and fast)
 SMALL_MEMORY = dict(pose_cond=True, pose_memory=True, memory_cells=10, memory_headings=4)
+BLEND = SMALL_MEMORY | dict(recall_blend=1.0)  # the memory's read blended into the prediction
 
 
 def test_pose_changes_the_prediction_and_unknown_pose_is_no_pose():
@@ -34,9 +35,6 @@ def test_pose_changes_the_prediction_and_unknown_pose_is_no_pose():
     # causal: a pose only affects its own frame and later ones
     torch.testing.assert_close(shifted[:, :3], with_pose[:, :3])
     assert (shifted[:, 3] - with_pose[:, 3]).abs().max() > 1e-4
-
-
-BLEND = SMALL_MEMORY | dict(recall_blend=1.0)
 
 
 @pytest.mark.parametrize("config", [dict(pose_cond=True), SMALL_MEMORY, BLEND],
