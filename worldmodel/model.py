@@ -6,7 +6,8 @@ Each layer is an AdaLN block [block-wise SSM -> frame-local attention -> MLP], m
 conditioning vector per frame: the embedding of that frame's noise level plus its action.
 Each frame's patches are concatenated with the previous clean frame's, and the output is that
 frame plus the predicted change: the predicted clean frame (see diffusion.py for why not the
-velocity; ``ModelConfig.prev_frame_input`` for why the previous frame).
+velocity; ``ModelConfig.prev_frame_input`` for why the previous frame). With the pose-keyed memory
+and ``ModelConfig.recall_blend``, that prediction then moves toward the memory's read by its confidence.
 
 The paper's baselines are switches of this same code (``ModelConfig.variant``):
   ours          block-wise SSM (block size per layer) + frame-local attention over k frames
