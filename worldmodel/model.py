@@ -274,7 +274,8 @@ class WorldModel(ModelMixin, ConfigMixin):
                 first = state.get("prev")
                 first = torch.zeros_like(x[:, :1]) if first is None else first.to(x.dtype)
                 prev = torch.cat([first, x[:, :-1]], dim=1)
-            patches = torch.cat([patches, self.patchify(prev)], dim=-1)
+            prev_patches = self.patchify(prev)
+            patches = torch.cat([patches, prev_patches], dim=-1)
             new_state["prev"] = x[:, -1:]
         if self.memory is not None:
             recalled, confidence = self._recall(prev, pose, state, new_state)
@@ -284,9 +285,9 @@ class WorldModel(ModelMixin, ConfigMixin):
         for i, blk in enumerate(self.blocks):
             h, new_state[str(i)] = blk(h, c, state.get(str(i), {}))
         shift, scale = self.final_ada(c)[:, :, None, None, :].chunk(2, dim=-1)
-        out = self.unpatchify(self.out(modulate(self.final_norm(h), shift, scale)))
-        out = out + prev if self.cfg.prev_frame_input else out
+        out = self.out(modulate(self.final_norm(h), shift, scale))  # per token, as patches
+        if self.cfg.prev_frame_input:
+            out = out + prev_patches
         if self.cfg.recall_blend:  # where the memory has seen this pose, take its read as it is
-            weight = self.cfg.recall_blend * confidence.expand(*confidence.shape[:-1], recalled.shape[-1])
-            out = torch.lerp(out, self.unpatchify(recalled), self.unpatchify(weight))
-        return out, new_state
+            out = torch.lerp(out, recalled, self.cfg.recall_blend * confidence)
+        return self.unpatchify(out), new_state

@@ -442,8 +442,9 @@ def export(run: str | Path, dest: str | Path, recall_blend: float | None = None)
     ckpt = _find_checkpoint(Path(run))
     if ckpt is None:
         raise ValueError(f"{run} holds no checkpoint")
-    config = json.loads((ckpt / "ema" / "config.json").read_text())
+    config = None
     if recall_blend is not None:  # checked before anything is written
+        config = json.loads((ckpt / "ema" / "config.json").read_text())
         config["config"] = ModelConfig.from_dict(config["config"] | {"recall_blend": recall_blend}).to_dict()
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -453,7 +454,8 @@ def export(run: str | Path, dest: str | Path, recall_blend: float | None = None)
         else:
             shutil.copy2(f, dest / f.name)
     shutil.copy2(ckpt / "trainer_state.json", dest / "trainer_state.json")
-    (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if config is not None:
+        (dest / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return dest
 
 
