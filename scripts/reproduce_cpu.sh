@@ -53,10 +53,11 @@ worldmodel train $POSEMEM --max-steps 1500
 RUN=runs/posemem-ours
 fi
 DEST=checkpoints/maze9x9; [ "$VARIANT" = ours ] || DEST="checkpoints/maze9x9-$VARIANT"
-# ours takes the memory's read as it is where the memory is confident (a setting of play, chosen on the
-# eval protocols: BENCHMARKS.md "Recall blend")
-BLEND=(); [ "$VARIANT" = ours ] && BLEND=(--recall-blend 1.0)
-worldmodel export "$RUN" "$DEST" "${BLEND[@]}"
+# ours takes the memory's read as it is where the memory is confident, and reads a finer lattice than
+# it was trained with (settings of play, chosen on the eval protocols: BENCHMARKS.md "Recall blend",
+# "A finer memory lattice")
+PLAY=(); [ "$VARIANT" = ours ] && PLAY=(--recall-blend 1.0 --memory-headings 40 --memory-resolution 2)
+worldmodel export "$RUN" "$DEST" "${PLAY[@]}"
 # The comparison (BENCHMARKS.md) over the checkpoints that exist
 CKPTS="ours=checkpoints/maze9x9"
 for v in mamba2_local causal_window; do

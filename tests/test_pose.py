@@ -18,6 +18,7 @@ from worldmodel.world import World
 # the tiny preset works on 8x8x3 pixel patches: a coarse map keeps its memory state small (and fast)
 SMALL_MEMORY = dict(pose_cond=True, pose_memory=True, memory_cells=10, memory_headings=4)
 BLEND = SMALL_MEMORY | dict(recall_blend=1.0)  # the memory's read blended into the prediction
+FINE = SMALL_MEMORY | dict(memory_cells=5, memory_resolution=2)  # two lattice points per cell
 
 
 def test_pose_changes_the_prediction_and_unknown_pose_is_no_pose():
@@ -37,8 +38,8 @@ def test_pose_changes_the_prediction_and_unknown_pose_is_no_pose():
     assert (shifted[:, 3] - with_pose[:, 3]).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("config", [dict(pose_cond=True), SMALL_MEMORY, BLEND],
-                         ids=["pose", "pose_memory", "recall_blend"])
+@pytest.mark.parametrize("config", [dict(pose_cond=True), SMALL_MEMORY, BLEND, FINE],
+                         ids=["pose", "pose_memory", "recall_blend", "memory_resolution"])
 def test_streaming_with_poses_equals_parallel(config):
     model = randomized("ours", **config)
     x, sigma, a, pose = clip(T=7, pose=True)
@@ -144,6 +145,32 @@ def test_memory_keys_are_tent_weights_and_unknown_is_zero():
     assert memory.keys(torch.full((1, 2, 4), float("nan"))).abs().sum() == 0
 
 
+def test_a_finer_memory_lattice_tells_apart_poses_half_a_cell_apart():
+    coarse, fine = PoseMemory(cells=10, headings=20), PoseMemory(cells=10, headings=20, resolution=2)
+    assert fine.n_keys == 4 * coarse.n_keys
+    here, near = poses([[3, 4, 0]]), poses([[3.5, 4, 0]])
+    for memory in (coarse, fine):
+        torch.testing.assert_close(memory.keys(poses([[3.25, 4.5, 9]])).sum(-1), torch.ones(1, 1))
+    assert (fine.keys(near) > 0).sum() == 1  # a half-cell point is on the fine lattice
+    assert (coarse.keys(here) * coarse.keys(near)).sum() == 0.5
+    assert (fine.keys(here) * fine.keys(near)).sum() == 0  # disjoint: neither read gets the other's view
+
+
+def test_streaming_in_place_spends_the_state_and_gives_the_same_frames():
+    model = randomized("ours", **FINE)
+    x, sigma, a, pose = clip(T=5, pose=True)
+    with torch.no_grad():
+        _, state = model(x[:, :4], sigma[:, :4], a[:, :4], pose=pose[:, :4])
+        kept = state["memory"].clone()
+        copied, new = model(x[:, 4:], sigma[:, 4:], a[:, 4:], state, pose=pose[:, 4:])
+        torch.testing.assert_close(state["memory"], kept, rtol=0, atol=0)  # not in place: untouched
+        spent, new_inplace = model(x[:, 4:], sigma[:, 4:], a[:, 4:], state, pose=pose[:, 4:], inplace=True)
+    assert new_inplace["memory"] is state["memory"]  # no copy of the map
+    torch.testing.assert_close(spent, copied, rtol=0, atol=0)
+    torch.testing.assert_close(new_inplace["memory"], new["memory"], rtol=0, atol=0)
+    assert not torch.equal(new["memory"], kept)
+
+
 def test_memory_recalls_what_was_seen_at_a_pose_however_long_ago():
     memory = PoseMemory(cells=10, headings=20)
     T, N, V = 300, 4, 3
@@ -193,6 +220,12 @@ def test_pose_memory_model_recalls_through_the_world():
     assert world.state_bytes() == size
     world.restore(snap)
     np.testing.assert_array_equal(world.step(0, pose=[2.0, 2.0, 1.0, 0.0]), first)
+    # the stream updates its memory in place: restoring copies the snapshot, so it can be restored again
+    again = [world.step(0, pose=[2.0, 2.0, 1.0, 0.0]) for _ in range(3)]
+    world.restore(snap)
+    world.step(0, pose=[2.0, 2.0, 1.0, 0.0])
+    np.testing.assert_array_equal(np.stack([world.step(0, pose=[2.0, 2.0, 1.0, 0.0]) for _ in range(3)]),
+                                  np.stack(again))
 
 
 def test_recall_blend_takes_the_read_in_proportion_to_its_confidence():

@@ -85,7 +85,7 @@ def test_train_export_and_exact_resume(episodes, tmp_path):
     assert not (tmp_path / "blend").exists()
 
 
-def test_export_sets_the_recall_blend_of_a_pose_memory_model(tmp_path):
+def test_export_sets_the_play_settings_of_a_pose_memory_model(tmp_path):
     from helpers import randomized
 
     from worldmodel import load_world
@@ -94,11 +94,15 @@ def test_export_sets_the_recall_blend_of_a_pose_memory_model(tmp_path):
     model = randomized(pose_cond=True, pose_memory=True, memory_cells=10, memory_headings=4)
     model.save_pretrained(ckpt / "ema")
     (ckpt / "trainer_state.json").write_text(json.dumps({"step": 1}))
-    assert main(["export", str(tmp_path / "run"), str(tmp_path / "ckpt"), "--recall-blend", "0.75"]) == 0
-    assert load_world(str(tmp_path / "ckpt"), device="cpu").cfg.recall_blend == 0.75
-    with pytest.raises(ValueError, match=r"recall_blend must be a number in \[0.0, 1.0\]"):
-        main(["export", str(tmp_path / "run"), str(tmp_path / "bad"), "--recall-blend", "2"])
-    assert not (tmp_path / "bad").exists()
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "ckpt"), "--recall-blend", "0.75",
+                 "--memory-headings", "8", "--memory-resolution", "2"]) == 0
+    cfg = load_world(str(tmp_path / "ckpt"), device="cpu").cfg
+    assert (cfg.recall_blend, cfg.memory_headings, cfg.memory_resolution) == (0.75, 8, 2)
+    for flag, value, match in (("--recall-blend", "2", r"recall_blend must be a number in \[0.0, 1.0\]"),
+                               ("--memory-resolution", "0", "memory_resolution")):
+        with pytest.raises(ValueError, match=match):
+            main(["export", str(tmp_path / "run"), str(tmp_path / "bad"), flag, value])
+        assert not (tmp_path / "bad").exists()
 
 
 def test_two_processes_under_accelerate_launch(episodes, tmp_path):

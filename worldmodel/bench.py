@@ -43,6 +43,7 @@ from . import ops
 from .config import DEFAULT_FOLD_COMMIT, DEFAULT_STEPS, PRESETS
 from .diffusion import FlowMatching
 from .model import WorldModel
+from .vae import resolve_precision
 from .world import World, device_name, load_codec, load_model, resolve_device
 
 SECTIONS = ("stream", "memory", "kernels", "train", "app")
@@ -652,8 +653,7 @@ def run(args: argparse.Namespace) -> int:
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.precision == "auto":
-        args.precision = "bf16" if resolve_device(args.device).type == "cuda" else "no"
+    args.precision = resolve_precision(args.precision, cpu=resolve_device(args.device).type != "cuda")
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -56,11 +56,15 @@ class ModelConfig:
     # Pose-keyed memory (needs pose_cond): a recurrent map from pose to what was seen there, so a
     # view seen long ago can be recalled when the agent stands there again -- what the SSM heads did
     # not learn on this project's CPU budget (their states halve within ~16 frames, BENCHMARKS.md).
-    # Keys: tent weights on a memory_cells^2 lattice of positions (one per cell) times
-    # memory_headings heading bins (Memory Maze turns 18.4 degrees a step: 20 bins ~ one per step).
+    # Keys: tent weights on a lattice of positions (memory_resolution points per cell over
+    # memory_cells^2 cells) times memory_headings heading bins. A read is a write's key times the
+    # read's key, summed: its reach is twice a lattice step, so the finer the lattice, the more the
+    # read is the view seen at that pose rather than a mean of its neighbours' (BENCHMARKS.md,
+    # "A finer memory lattice"; Memory Maze turns 18.4 degrees a step).
     pose_memory: bool = False
     memory_cells: int = 10
     memory_headings: int = 20
+    memory_resolution: int = 1
     # How much of the memory's read the prediction takes as it is, in proportion to the read's
     # confidence: x0 <- lerp(x0, read, recall_blend * confidence). 0 = the read is only an input.
     # The network does not copy what the memory holds (retrieval: its frames 17.5 dB, the read

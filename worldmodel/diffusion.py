@@ -177,12 +177,17 @@ class DiffusionSampler:
                  generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         """The next frame (1, 1, H, W, C) in model space and the state that has seen it; action: (1, 1)
         ids, pose: (1, 1, 4) or None. The state's "prev" (the frame the next one is conditioned on) is
-        the caller's to set: `World.step` writes the frame it shows, re-encoded. Draws the start
+        the caller's to set: `World.step` writes the frame it shows, re-encoded. `state` is spent
+        (its pose-memory map is updated in place). Draws the start
         noise, then the commit noise (unless folded), from `generator`."""
         c, device = model.cfg, self.sigmas.device
         x = torch.randn((1, 1, c.frame_size, c.frame_size, c.in_channels), device=device, generator=generator)
-        for s, s_next in zip(self.sigmas[:-1], self.sigmas[1:]):
-            x0, seen = model(x, s.reshape(1, 1), action, state, pose=pose)
+        # `state` is spent by the pass whose state is kept (the last when folded, else the commit
+        # pass), which then updates the pose memory in place
+        last = len(self.sigmas) - 2
+        for i, (s, s_next) in enumerate(zip(self.sigmas[:-1], self.sigmas[1:])):
+            spent = self.fold_commit and i == last
+            x0, seen = model(x, s.reshape(1, 1), action, state, pose=pose, inplace=spent)
             v = FlowMatching.velocity(x, x0, s)
             x = (x.float() + (s_next - s) * v).to(v.dtype)
         if self.frame_range is not None:
@@ -195,5 +200,5 @@ class DiffusionSampler:
             if self.commit_sigma > 0:
                 eps = torch.randn(x.shape, device=device, generator=generator)
                 x_commit = FlowMatching.add_noise(x, commit, eps)
-            _, state = model(x_commit, commit, action, state, pose=pose)
+            _, state = model(x_commit, commit, action, state, pose=pose, inplace=True)
         return x, state

@@ -66,24 +66,24 @@ class PoseMemory(nn.Module):
     with A = 0 (nothing decays), B = key of the frame written and C = key of the frame read, run per
     token (1x1 blocks); its values are latent patches and a count, so a read is the key-weighted
     mean of what was seen at nearby poses plus how much was seen. A key is the product of tent
-    weights on a lattice of positions (one point per cell) and on heading bins; an unknown pose is
+    weights on a lattice of positions (`resolution` points per cell) and on heading bins; an unknown pose is
     the zero key (nothing written or read). No parameters: the network learns when to trust it.
     Cost per frame is constant: one (keys x values) read and write, whatever the game's length."""
 
     EPS = 0.1  # a read's confidence is count / (count + EPS): 0.9 after one frame at the exact pose
 
-    def __init__(self, cells: int, headings: int):
+    def __init__(self, cells: int, headings: int, resolution: int = 1):
         super().__init__()
-        self.cells, self.headings = cells, headings
-        self.n_keys = cells * cells * headings
+        self.points, self.headings, self.resolution = cells * resolution, headings, resolution
+        self.n_keys = self.points * self.points * headings
 
     def keys(self, pose):
         """(..., 4) poses (x, y in cells, heading vector) -> (..., n_keys); zeros where unknown."""
         known = ~pose.isnan().any(dim=-1, keepdim=True)
         pose = pose.nan_to_num(0.0).float()
-        lattice = torch.arange(self.cells, device=pose.device, dtype=torch.float32)
-        x, y = ((1 - (pose[..., i, None].clamp(0, self.cells - 1) - lattice).abs()).clamp(min=0)
-                for i in (0, 1))
+        lattice = torch.arange(self.points, device=pose.device, dtype=torch.float32)
+        x, y = ((1 - ((pose[..., i, None] * self.resolution).clamp(0, self.points - 1) - lattice).abs())
+                .clamp(min=0) for i in (0, 1))
         turns = torch.atan2(pose[..., 3], pose[..., 2])[..., None] / (2 * torch.pi) * self.headings
         bins = torch.arange(self.headings, device=pose.device, dtype=torch.float32)
         dist = torch.remainder(turns - bins, self.headings)
@@ -96,11 +96,13 @@ class PoseMemory(nn.Module):
 
     @torch.autocast("cuda", enabled=False)  # sums over a whole game: float32, also under bf16 training
     @torch.autocast("cpu", enabled=False)
-    def forward(self, values, write_pose, read_pose, state=None):
+    def forward(self, values, write_pose, read_pose, state=None, inplace: bool = False):
         """values (B, T, N, V): the clean frame before each frame, as N tokens; write_pose (B, T, 4)
         its pose; read_pose (B, T, 4) the pose of each frame made. Frame t reads everything written
         at frames <= t (i.e. seen before it). Returns the mean (B, T, N, V), the confidence
-        (B, T, N, 1) and the state after the T writes."""
+        (B, T, N, 1) and the state after the T writes. `inplace`: the writes go into `state` itself,
+        which is returned, instead of a copy (a stream that keeps only the newest state: the map is
+        tens of MB, and copying it would be most of a frame's cost)."""
         B, T, N, V = values.shape
         kw, kr = self.keys(write_pose), self.keys(read_pose)
         # A pose lights at most 8 of the keys: work on those the clip touches, not on the whole map.
@@ -110,9 +112,12 @@ class PoseMemory(nn.Module):
         causal = torch.ones(T, T, dtype=torch.bool, device=values.device).tril()
         weights = (kr @ kw.transpose(1, 2)).masked_fill(~causal, 0.0)  # (B, T read, T written)
         read = torch.einsum("bts,bsnv->btnv", weights, vals)
-        written = self.init_state(B, N, V, values.device) if state is None else state.clone()
         if state is not None:
             read = read + torch.einsum("btk,bknv->btnv", kr, state[:, active])
+        if state is None:
+            written = self.init_state(B, N, V, values.device)
+        else:
+            written = state if inplace else state.clone()
         written[:, active] += torch.einsum("bsk,bsnv->bknv", kw, vals)
         count = read[..., -1:]
         mean = read[..., :-1] / count.clamp(min=1e-6)
@@ -187,7 +192,8 @@ class WorldModel(ModelMixin, ConfigMixin):
         d, p = cfg.d_model, cfg.patch_size
         patch = p * p * cfg.in_channels
         # inputs per token: the noisy patch, the previous clean frame's, and the memory's mean + confidence
-        self.memory = PoseMemory(cfg.memory_cells, cfg.memory_headings) if cfg.pose_memory else None
+        self.memory = (PoseMemory(cfg.memory_cells, cfg.memory_headings, cfg.memory_resolution)
+                       if cfg.pose_memory else None)
         inputs = patch * (1 + cfg.prev_frame_input + cfg.pose_memory) + cfg.pose_memory
         self.patch_embed = nn.Linear(inputs, d)
         self.pos_embed = nn.Parameter(torch.randn(cfg.tokens_per_frame, d) * 0.02)
@@ -230,7 +236,7 @@ class WorldModel(ModelMixin, ConfigMixin):
         p, G, C = self.cfg.patch_size, self.cfg.grid, self.cfg.in_channels
         return x.reshape(B, T, G, G, p, p, C).permute(0, 1, 2, 4, 3, 5, 6).reshape(B, T, G * p, G * p, C)
 
-    def _recall(self, prev, pose, state, new_state):
+    def _recall(self, prev, pose, state, new_state, inplace):
         """The memory's read for each frame (mean and confidence per token) after writing the frame
         before it, `prev`, at its pose; fills new_state's memory and prev_pose."""
         B, T = prev.shape[:2]
@@ -241,7 +247,7 @@ class WorldModel(ModelMixin, ConfigMixin):
         before = torch.full((B, 1, 4), float("nan"), device=prev.device) if before is None else before
         prev_pose = torch.cat([before.to(pose.dtype), pose[:, :-1]], dim=1)
         values = self.patchify(prev).reshape(B, T, G * G, -1)
-        mean, conf, new_state["memory"] = self.memory(values, prev_pose, pose, state.get("memory"))
+        mean, conf, new_state["memory"] = self.memory(values, prev_pose, pose, state.get("memory"), inplace)
         new_state["prev_pose"] = pose[:, -1:]
         return mean.reshape(B, T, G, G, -1), conf.reshape(B, T, G, G, 1)
 
@@ -256,7 +262,8 @@ class WorldModel(ModelMixin, ConfigMixin):
             c = c + self.pose_embed(pose)
         return c
 
-    def forward(self, x, sigma, action, state: dict | None = None, prev=None, pose=None):
+    def forward(self, x, sigma, action, state: dict | None = None, prev=None, pose=None,
+                inplace: bool = False):
         """x: (B, T, H, W, C) noisy frames; sigma: (B, T) their noise levels; action: (B, T) ints;
         state: from ``init_state`` or a previous call, None = fresh.
         prev: (B, T, H, W, C) the clean frame before each frame; None = the state's newest frame,
@@ -264,6 +271,8 @@ class WorldModel(ModelMixin, ConfigMixin):
         ``state["prev"]`` with the clean frame it committed).
         pose: (B, T, 4) the agent's (x, y, dx, dy) per frame for a ``pose_cond`` model; None or
         NaN rows = unknown (ignored by other models).
+        inplace: the returned state may reuse `state`'s pose-memory map, updated in place, so `state`
+        is spent (a stream that keeps only the newest state: no copy of the map a frame).
         Returns the predicted clean frames (B, T, H, W, C) and the state after these T frames."""
         B, T = x.shape[:2]
         state = state or {}
@@ -278,7 +287,7 @@ class WorldModel(ModelMixin, ConfigMixin):
             patches = torch.cat([patches, prev_patches], dim=-1)
             new_state["prev"] = x[:, -1:]
         if self.memory is not None:
-            recalled, confidence = self._recall(prev, pose, state, new_state)
+            recalled, confidence = self._recall(prev, pose, state, new_state, inplace)
             patches = torch.cat([patches, recalled, confidence], dim=-1)
         h = self.patch_embed(patches) + self.pos_embed.reshape(1, 1, self.cfg.grid, self.cfg.grid, -1)
         c = self.condition(sigma, action, pose)

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from .config import DEFAULT_STEPS, PRESETS, VARIANTS, ModelConfig, TrainConfig, get_preset
 from .diffusion import FlowMatching
 from .model import WorldModel
-from .vae import FrameCodec, check_codec
+from .vae import FrameCodec, check_codec, resolve_precision
 from .world import frames_to_model, load_codec
 
 
@@ -83,9 +83,10 @@ def cached_latents(path: Path, frames: np.ndarray, codec: FrameCodec) -> np.ndar
         z = np.load(cache, allow_pickle=False)
         if z.shape == (len(frames), *codec.latent_shape):
             return z
-    with torch.autocast(codec.device.type, dtype=torch.bfloat16):
-        z = torch.cat([codec.encode(frames_to_model(torch.from_numpy(frames[i:i + 256]).to(codec.device)))
-                       for i in range(0, len(frames), 256)]).cpu().numpy().astype(np.float16)
+    # bf16 on a GPU; float32 on a CPU, where bf16 convolutions run ~8x slower (BENCHMARKS.md)
+    with torch.autocast(codec.device.type, dtype=torch.bfloat16, enabled=codec.device.type == "cuda"):
+        z = torch.cat([codec.encode(frames_to_model(torch.from_numpy(frames[i:i + 32]).to(codec.device)))
+                       for i in range(0, len(frames), 32)]).cpu().numpy().astype(np.float16)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")  # processes of one launch may write it at once
     np.save(tmp, z)
@@ -254,7 +255,8 @@ class Trainer:
         check_codec(self.mcfg, self.codec, f"preset {args.preset}")
         # cpu=True without CUDA: else two CPU processes under `accelerate launch` never join one group.
         self.accelerator = acc = Accelerator(
-            mixed_precision=args.precision, gradient_accumulation_steps=self.tcfg.grad_accum,
+            mixed_precision=resolve_precision(args.precision),
+            gradient_accumulation_steps=self.tcfg.grad_accum,
             cpu=not torch.cuda.is_available(), project_dir=args.out,
             log_with="tensorboard" if importlib.util.find_spec("tensorboard") else None)
         if acc.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
@@ -326,7 +328,7 @@ class Trainer:
         args, mcfg, tcfg, acc = self.args, self.mcfg, self.tcfg, self.accelerator
         n_params = sum(p.numel() for p in self.raw.parameters())
         print(f"{args.preset}/{mcfg.variant}: {n_params / 1e6:.2f}M params, {acc.num_processes} "
-              f"process(es) on {acc.device}, precision {args.precision}, batch {tcfg.batch_size} x "
+              f"process(es) on {acc.device}, precision {acc.mixed_precision}, batch {tcfg.batch_size} x "
               f"{tcfg.grad_accum} accum x {acc.num_processes} procs")
         (self.out / "run_config.json").write_text(json.dumps(
             {"preset": args.preset, "model_config": mcfg.to_dict(), "train_config": tcfg.__dict__,
@@ -435,17 +437,26 @@ def train(args: argparse.Namespace) -> Path:
     return Trainer(args).fit()
 
 
-def export(run: str | Path, dest: str | Path, recall_blend: float | None = None) -> Path:
-    """Copy a run's EMA weights into a shippable checkpoint folder (config.json + safetensors);
-    `recall_blend` sets the model's ModelConfig.recall_blend in the copy (a setting of play, no
-    training: the shipped model's 1.0 was chosen on the eval protocols)."""
+# ModelConfig fields that are settings of play, not of the weights: export may set them
+PLAY_SETTINGS = ("recall_blend", "memory_headings", "memory_resolution")
+
+
+def export(run: str | Path, dest: str | Path, **settings) -> Path:
+    """Copy a run's EMA weights into a shippable checkpoint folder (config.json + safetensors).
+    `settings` (PLAY_SETTINGS: None = as trained) set those ModelConfig fields in the copy: the pose
+    memory has no parameters, so its lattice and how much a frame takes of its read change no weight
+    (the shipped model's values were chosen on the eval protocols, BENCHMARKS.md)."""
     ckpt = _find_checkpoint(Path(run))
     if ckpt is None:
         raise ValueError(f"{run} holds no checkpoint")
+    unknown = set(settings) - set(PLAY_SETTINGS)
+    if unknown:
+        raise ValueError(f"export sets only {', '.join(PLAY_SETTINGS)}, not {', '.join(sorted(unknown))}")
+    given = {k: v for k, v in settings.items() if v is not None}
     config = None
-    if recall_blend is not None:  # checked before anything is written
+    if given:  # checked before anything is written
         config = json.loads((ckpt / "ema" / "config.json").read_text())
-        config["config"] = ModelConfig.from_dict(config["config"] | {"recall_blend": recall_blend}).to_dict()
+        config["config"] = ModelConfig.from_dict(config["config"] | given).to_dict()
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for f in (ckpt / "ema").iterdir():
@@ -490,7 +501,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     arg("--clip-len", type=int, help="frames per clip (drops longer curriculum stages)")
     arg("--lr", type=float, help="peak learning rate")
     arg("--warmup-steps", type=int, help="steps of linear learning-rate warm-up")
-    arg("--precision", choices=("no", "bf16", "fp16"), default="bf16", help="autocast dtype (default bf16)")
+    arg("--precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
+        help="autocast dtype; auto (default): bf16 on a GPU, none (float32) on a CPU, where bf16 can run "
+             "several times slower")
     arg("--seed", type=int, default=0)
     arg("--val-every", type=int, help="validation every N steps")
     arg("--val-batches", type=int, default=4)
@@ -510,9 +523,14 @@ def add_export_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--recall-blend", type=float, help="set the model's recall_blend in [0, 1] (pose-memory "
                    "models: how much of the memory's read a frame takes as it is, by its confidence; "
                    "checkpoints/maze9x9 ships 1.0)")
+    p.add_argument("--memory-headings", type=int,
+                   help="set the pose memory's heading bins (checkpoints/maze9x9 ships 40)")
+    p.add_argument("--memory-resolution", type=int, help="set the pose memory's lattice points per cell "
+                   "(checkpoints/maze9x9 ships 2)")
     return p
 
 
 def run_export(args: argparse.Namespace) -> int:
-    print(f"exported EMA weights to {export(args.run, args.dest, args.recall_blend)}")
+    dest = export(args.run, args.dest, **{k: getattr(args, k) for k in PLAY_SETTINGS})
+    print(f"exported EMA weights to {dest}")
     return 0

@@ -47,6 +47,14 @@ AUTOENCODERS = {
 }
 
 
+def resolve_precision(precision: str, cpu: bool = False) -> str:
+    """A training command's --precision: "auto" is bf16 on a GPU and "no" (float32) on a CPU, where
+    bf16 autocast ran a training step 6.5x slower on a CPU without native bf16 (BENCHMARKS.md)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if torch.cuda.is_available() and not cpu else "no"
+
+
 def frames_to_model(frames: torch.Tensor) -> torch.Tensor:
     """uint8 frames -> [-1, 1] floats, the range the autoencoder and pixel models work in."""
     return frames.float() / 127.5 - 1.0
@@ -199,7 +207,7 @@ def _save(out: Path, vae, optimizer, scheduler, state: dict, stats_frames: np.nd
 def train_vae(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(mixed_precision=args.precision, cpu=args.cpu)
+    accelerator = Accelerator(mixed_precision=resolve_precision(args.precision, args.cpu), cpu=args.cpu)
     device = accelerator.device
     frames = _load_frames(args.data)
     val = _load_frames(args.val_data, limit=4)[::16] if args.val_data else frames[::997]
@@ -284,7 +292,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint")
-    p.add_argument("--precision", choices=("no", "bf16", "fp16"), default="bf16")
+    p.add_argument("--precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
+                   help="autocast dtype; auto (default): bf16 on a GPU, none (float32) on a CPU")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even where a GPU is present")
     p.add_argument("--seed", type=int, default=0)
 

@@ -292,7 +292,8 @@ class World:
         cached = self._check_snapshot_specs({k: (tuple(v.shape), v.dtype) for k, v in snap.items()})
         self._check_snapshot_values(snap, cached)
         frames_seen = int(snap["meta.frames_seen"])
-        self._state = _unflatten({k: v.to(self.device) for k, v in snap.items()})
+        # a copy: the stream updates its state in place, and the snapshot may be restored again
+        self._state = _unflatten({k: v.to(self.device, copy=True) for k, v in snap.items()})
         self._last = snap["meta.last_frame"].cpu().numpy().copy()
         self.frames_seen = frames_seen
         if "meta.rng" in snap:
