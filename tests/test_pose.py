@@ -156,7 +156,7 @@ def test_a_finer_memory_lattice_tells_apart_poses_half_a_cell_apart():
     assert (fine.keys(here) * fine.keys(near)).sum() == 0  # disjoint: neither read gets the other's view
 
 
-def test_streaming_in_place_spends_the_state_and_gives_the_same_frames():
+def test_state_out_in_place_or_none_gives_the_same_frames_without_copying_the_map():
     model = randomized("ours", **FINE)
     x, sigma, a, pose = clip(T=5, pose=True)
     with torch.no_grad():
@@ -164,11 +164,18 @@ def test_streaming_in_place_spends_the_state_and_gives_the_same_frames():
         kept = state["memory"].clone()
         copied, new = model(x[:, 4:], sigma[:, 4:], a[:, 4:], state, pose=pose[:, 4:])
         torch.testing.assert_close(state["memory"], kept, rtol=0, atol=0)  # not in place: untouched
-        spent, new_inplace = model(x[:, 4:], sigma[:, 4:], a[:, 4:], state, pose=pose[:, 4:], inplace=True)
+        discarded, none = model(x[:, 4:], sigma[:, 4:], a[:, 4:], state, pose=pose[:, 4:], state_out="none")
+        torch.testing.assert_close(state["memory"], kept, rtol=0, atol=0)
+        spent, new_inplace = model(x[:, 4:], sigma[:, 4:], a[:, 4:], state, pose=pose[:, 4:],
+                                   state_out="inplace")
+    assert none is None
+    torch.testing.assert_close(discarded, copied, rtol=0, atol=0)
     assert new_inplace["memory"] is state["memory"]  # no copy of the map
     torch.testing.assert_close(spent, copied, rtol=0, atol=0)
     torch.testing.assert_close(new_inplace["memory"], new["memory"], rtol=0, atol=0)
     assert not torch.equal(new["memory"], kept)
+    with pytest.raises(ValueError, match="state_out"):
+        model(x[:, 4:], sigma[:, 4:], a[:, 4:], new, pose=pose[:, 4:], state_out="in place")
 
 
 def test_memory_recalls_what_was_seen_at_a_pose_however_long_ago():

@@ -182,12 +182,12 @@ class DiffusionSampler:
         noise, then the commit noise (unless folded), from `generator`."""
         c, device = model.cfg, self.sigmas.device
         x = torch.randn((1, 1, c.frame_size, c.frame_size, c.in_channels), device=device, generator=generator)
-        # `state` is spent by the pass whose state is kept (the last when folded, else the commit
-        # pass), which then updates the pose memory in place
+        # only the pass whose state is kept (the last when folded, else the commit pass) makes one,
+        # writing the pose memory in place
         last = len(self.sigmas) - 2
         for i, (s, s_next) in enumerate(zip(self.sigmas[:-1], self.sigmas[1:])):
-            spent = self.fold_commit and i == last
-            x0, seen = model(x, s.reshape(1, 1), action, state, pose=pose, inplace=spent)
+            kept = "inplace" if self.fold_commit and i == last else "none"
+            x0, seen = model(x, s.reshape(1, 1), action, state, pose=pose, state_out=kept)
             v = FlowMatching.velocity(x, x0, s)
             x = (x.float() + (s_next - s) * v).to(v.dtype)
         if self.frame_range is not None:
@@ -200,5 +200,5 @@ class DiffusionSampler:
             if self.commit_sigma > 0:
                 eps = torch.randn(x.shape, device=device, generator=generator)
                 x_commit = FlowMatching.add_noise(x, commit, eps)
-            _, state = model(x_commit, commit, action, state, pose=pose, inplace=True)
+            _, state = model(x_commit, commit, action, state, pose=pose, state_out="inplace")
         return x, state

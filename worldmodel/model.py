@@ -96,13 +96,13 @@ class PoseMemory(nn.Module):
 
     @torch.autocast("cuda", enabled=False)  # sums over a whole game: float32, also under bf16 training
     @torch.autocast("cpu", enabled=False)
-    def forward(self, values, write_pose, read_pose, state=None, inplace: bool = False):
+    def forward(self, values, write_pose, read_pose, state=None, state_out: str = "new"):
         """values (B, T, N, V): the clean frame before each frame, as N tokens; write_pose (B, T, 4)
         its pose; read_pose (B, T, 4) the pose of each frame made. Frame t reads everything written
         at frames <= t (i.e. seen before it). Returns the mean (B, T, N, V), the confidence
-        (B, T, N, 1) and the state after the T writes. `inplace`: the writes go into `state` itself,
-        which is returned, instead of a copy (a stream that keeps only the newest state: the map is
-        tens of MB, and copying it would be most of a frame's cost)."""
+        (B, T, N, 1) and the state after the T writes (`WorldModel.forward`'s `state_out`: "new" a
+        copy, "inplace" `state` itself written, "none" None: the map is tens of MB, and copying it
+        for a pass whose state is not kept would be most of a frame's cost)."""
         B, T, N, V = values.shape
         kw, kr = self.keys(write_pose), self.keys(read_pose)
         # A pose lights at most 8 of the keys: work on those the clip touches, not on the whole map.
@@ -114,14 +114,19 @@ class PoseMemory(nn.Module):
         read = torch.einsum("bts,bsnv->btnv", weights, vals)
         if state is not None:
             read = read + torch.einsum("btk,bknv->btnv", kr, state[:, active])
-        if state is None:
-            written = self.init_state(B, N, V, values.device)
-        else:
-            written = state if inplace else state.clone()
-        written[:, active] += torch.einsum("bsk,bsnv->bknv", kw, vals)
+        written = None
+        if state_out != "none":
+            if state is None:
+                written = self.init_state(B, N, V, values.device)
+            else:
+                written = state if state_out == "inplace" else state.clone()
+            written[:, active] += torch.einsum("bsk,bsnv->bknv", kw, vals)
         count = read[..., -1:]
         mean = read[..., :-1] / count.clamp(min=1e-6)
         return mean.to(values.dtype), (count / (count + self.EPS)).to(values.dtype), written
+
+
+STATE_OUT = ("new", "inplace", "none")  # what WorldModel.forward returns as the state after its frames
 
 
 def modulate(x, shift, scale):
@@ -236,7 +241,7 @@ class WorldModel(ModelMixin, ConfigMixin):
         p, G, C = self.cfg.patch_size, self.cfg.grid, self.cfg.in_channels
         return x.reshape(B, T, G, G, p, p, C).permute(0, 1, 2, 4, 3, 5, 6).reshape(B, T, G * p, G * p, C)
 
-    def _recall(self, prev, pose, state, new_state, inplace):
+    def _recall(self, prev, pose, state, new_state, state_out):
         """The memory's read for each frame (mean and confidence per token) after writing the frame
         before it, `prev`, at its pose; fills new_state's memory and prev_pose."""
         B, T = prev.shape[:2]
@@ -247,7 +252,7 @@ class WorldModel(ModelMixin, ConfigMixin):
         before = torch.full((B, 1, 4), float("nan"), device=prev.device) if before is None else before
         prev_pose = torch.cat([before.to(pose.dtype), pose[:, :-1]], dim=1)
         values = self.patchify(prev).reshape(B, T, G * G, -1)
-        mean, conf, new_state["memory"] = self.memory(values, prev_pose, pose, state.get("memory"), inplace)
+        mean, conf, new_state["memory"] = self.memory(values, prev_pose, pose, state.get("memory"), state_out)
         new_state["prev_pose"] = pose[:, -1:]
         return mean.reshape(B, T, G, G, -1), conf.reshape(B, T, G, G, 1)
 
@@ -263,7 +268,7 @@ class WorldModel(ModelMixin, ConfigMixin):
         return c
 
     def forward(self, x, sigma, action, state: dict | None = None, prev=None, pose=None,
-                inplace: bool = False):
+                state_out: str = "new"):
         """x: (B, T, H, W, C) noisy frames; sigma: (B, T) their noise levels; action: (B, T) ints;
         state: from ``init_state`` or a previous call, None = fresh.
         prev: (B, T, H, W, C) the clean frame before each frame; None = the state's newest frame,
@@ -271,9 +276,12 @@ class WorldModel(ModelMixin, ConfigMixin):
         ``state["prev"]`` with the clean frame it committed).
         pose: (B, T, 4) the agent's (x, y, dx, dy) per frame for a ``pose_cond`` model; None or
         NaN rows = unknown (ignored by other models).
-        inplace: the returned state may reuse `state`'s pose-memory map, updated in place, so `state`
-        is spent (a stream that keeps only the newest state: no copy of the map a frame).
+        state_out: "new" (a new state; `state` untouched), "inplace" (the new state reuses `state`'s
+        pose-memory map, written in place: `state` is spent) or "none" (no state returned): a stream
+        keeps one state a frame, and the pose map is tens of MB.
         Returns the predicted clean frames (B, T, H, W, C) and the state after these T frames."""
+        if state_out not in STATE_OUT:
+            raise ValueError(f"expected state_out as one of {STATE_OUT}, got {state_out!r}")
         B, T = x.shape[:2]
         state = state or {}
         new_state = {}
@@ -287,7 +295,7 @@ class WorldModel(ModelMixin, ConfigMixin):
             patches = torch.cat([patches, prev_patches], dim=-1)
             new_state["prev"] = x[:, -1:]
         if self.memory is not None:
-            recalled, confidence = self._recall(prev, pose, state, new_state, inplace)
+            recalled, confidence = self._recall(prev, pose, state, new_state, state_out)
             patches = torch.cat([patches, recalled, confidence], dim=-1)
         h = self.patch_embed(patches) + self.pos_embed.reshape(1, 1, self.cfg.grid, self.cfg.grid, -1)
         c = self.condition(sigma, action, pose)
@@ -299,4 +307,4 @@ class WorldModel(ModelMixin, ConfigMixin):
             out = out + prev_patches
         if self.cfg.recall_blend:  # where the memory has seen this pose, take its read as it is
             out = torch.lerp(out, recalled, self.cfg.recall_blend * confidence)
-        return self.unpatchify(out), new_state
+        return self.unpatchify(out), None if state_out == "none" else new_state
