@@ -109,7 +109,7 @@ def test_memory_gaps_noise_the_frames_after_the_prefix_and_hide_them_from_the_ne
 
     seen = {}
 
-    def spy(x, sigma, action, prev=None, pose=None):
+    def spy(x, sigma, action, prev=None, pose=None, state_out="new"):
         seen.update(x=x, prev=prev)
         return x, None
 

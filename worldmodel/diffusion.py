@@ -114,12 +114,12 @@ class FlowMatching:
             if own.any():
                 with torch.no_grad():
                     first, _ = model(x[own], sigma[own], action[own], prev=prev[own],
-                                     pose=None if pose is None else pose[own])
+                                     pose=None if pose is None else pose[own], state_out="none")
                 prev = prev.clone()
                 if self.frame_range is not None:
                     first = first.clamp(-self.frame_range, self.frame_range)
                 prev[own, 1:] = first[:, :-1].to(prev.dtype)
-        pred, _ = model(x, sigma, action, prev=prev, pose=pose)
+        pred, _ = model(x, sigma, action, prev=prev, pose=pose, state_out="none")  # no state: training
         per_frame = (pred.float() - x0.float()).pow(2).mean(dim=(2, 3, 4))
         return (per_frame * scored).sum() / scored.sum().clamp(min=1)
 
