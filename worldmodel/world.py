@@ -223,7 +223,7 @@ class World:
             sl = slice(t, t + self.prefill_chunk)
             sigma = torch.zeros(1, x[:, sl].shape[1], device=self.device)
             pose = None if poses is None else poses[:, sl]
-            _, state = self.model(x[:, sl], sigma, actions[:, sl], state, pose=pose)
+            _, state = self.model(x[:, sl], sigma, actions[:, sl], state, pose=pose, state_out="inplace")
         # Copies: the state tensors are slices of the last prefill chunk's temporaries, which
         # would otherwise stay alive (tens of MB) until the next step.
         state = _unflatten({k: v.clone() for k, v in _flatten(state).items()})
