@@ -162,9 +162,17 @@ def test_eval_end_to_end(revisit, tmp_path):
         c = ep["context"]
         ref = frame_metrics(np.repeat(truth["image"][c - 1:c], HORIZON, 0), truth["image"][c:c + HORIZON])
         np.testing.assert_allclose(ep["metrics"]["repeat last frame"]["psnr"], ref["psnr"])
+    seen = np.array([d >= 0 for ep in res["episodes"] for d in ep["recall_distance"]])
     for name in names:
         s = res["summary"]["all"][name]
         assert s["frames"] == 2 * HORIZON and s["lpips"] is None and np.isfinite([s["ssim"], s["psnr"]]).all()
+        # recall frames and the views the context never showed split the frames, each scored alone
+        psnr = np.concatenate([ep["metrics"][name]["psnr"] for ep in res["episodes"]])
+        for section, mask in (("recall", seen), ("unseen", ~seen)):
+            part = res["summary"][section][name]
+            assert part["frames"] == mask.sum()
+            if mask.any():
+                assert part["psnr"] == pytest.approx(psnr[mask].mean())
     assert set(res["psnr_by_frame"]) == set(names) and len(res["psnr_by_frame"]["tiny"]) == HORIZON
     table = (out / "results.md").read_text()
     assert "| tiny |" in table and "*repeat last frame* (reference)" in table and "LPIPS n/a" in table

@@ -3,9 +3,10 @@
 The protocol is chosen by `--protocol` or by the `kind` in the episode folder's manifest.json
 (revisit -> retrieval, reasoning -> reasoning):
 - retrieval: revisit episodes; the model sees the context (up to `context_len`) and renders
-  the way back. Metrics over all generated frames and over the recall frames (views seen in
-  the context), and PSNR against the recall distance (frames since the view was last seen in
-  the context, worldmodel.data.trajectories.recall_distance), bucketed.
+  the way back. Metrics over all generated frames, over the recall frames (views seen in the
+  context) and over the rest (views no memory could recall), and PSNR against the recall
+  distance (frames since the view was last seen in the context,
+  worldmodel.data.trajectories.recall_distance), bucketed.
 - lookback: revisit episodes; the model sees everything up to the closing look-around (back at
   the start cell, after the way back) and renders the look-around. Its views were last seen in
   the opening look-around, most of them out of sight since: the cleanest test of long memory.
@@ -191,7 +192,8 @@ def _reference_predictions(p: dict, frames: np.ndarray, truth: np.ndarray, close
 
 
 def _summarise(episodes: list[dict], plan: list[dict], names: list[str], bins: int) -> dict:
-    """Frame-weighted aggregates over all episodes: summary, recall buckets, PSNR per frame."""
+    """Frame-weighted aggregates over all episodes: summary (all frames, recall frames and the views
+    the context never showed, which no memory can recall), recall buckets, PSNR per frame."""
     pooled = {n: {k: None if episodes[0]["metrics"][n][k] is None else
                   np.concatenate([e["metrics"][n][k] for e in episodes]) for k in ("ssim", "psnr", "lpips")}
               for n in names}
@@ -200,7 +202,7 @@ def _summarise(episodes: list[dict], plan: list[dict], names: list[str], bins: i
     summary = {section: {n: {"ssim": mean(m["ssim"][mask]), "psnr": mean(m["psnr"][mask]),
                              "lpips": None if m["lpips"] is None else mean(m["lpips"][mask]),
                              "frames": int(mask.sum())} for n, m in pooled.items()}
-               for section, mask in (("all", np.ones_like(recall)), ("recall", recall))}
+               for section, mask in (("all", np.ones_like(recall)), ("recall", recall), ("unseen", ~recall))}
     longest = max(p["horizon"] for p in plan)
     psnr_by_frame = {}
     for n in names:

@@ -23,9 +23,12 @@ def _tables(res: dict) -> list[str]:
     """One table per section of the summary that has frames: every model and reference."""
     params = {m["name"]: _count(m["params"]) for m in res["models"]}
     lines = []
-    sections = (("all", "All generated frames"), ("recall", "Recall frames (views seen in the context)"))
+    sections = (("all", "All generated frames"), ("recall", "Recall frames (views seen in the context)"),
+                ("unseen", "Unseen frames (views the context never showed)"))
     for key, title in sections:
-        section = res["summary"][key]
+        section = res["summary"].get(key)  # results written before the unseen section have none
+        if not section:
+            continue
         frames = next(iter(section.values()))["frames"]
         if not frames:
             continue
