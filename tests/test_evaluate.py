@@ -176,6 +176,7 @@ def test_eval_end_to_end(revisit, tmp_path):
     assert set(res["psnr_by_frame"]) == set(names) and len(res["psnr_by_frame"]["tiny"]) == HORIZON
     table = (out / "results.md").read_text()
     assert "| tiny |" in table and "*repeat last frame* (reference)" in table and "LPIPS n/a" in table
+    assert f"## Unseen frames (views the context never showed): {(~seen).sum()} frames" in table
 
     # Deterministic by seed, and an episode's result does not depend on the others.
     again = tmp_path / "again"
